@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Placeholder: implemented in its issue's work. */
+typedef int mk_placeholder_mls_soft;

@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The token layer: PKCS#11 modules (through p11-kit), their tokens, and the EC key pairs on
+ * them that MLS can use. Private keys never leave a token: this layer signs and derives
+ * on the token and hands back only signatures and ECDH results.
+ *
+ * Thread safety: every function may be called from several threads at once. Each operation
+ * borrows a session from its token's pool (opened once, reused) and returns it afterwards;
+ * modules are initialised with CKF_OS_LOCKING_OK.
+ *
+ * Errors: 0 or a negative errno as in common/error.h, with an mk_error() message that names
+ * the token and says what to do. CK_RV codes are translated only in this directory.
+ *
+ * Tokens and keys are named by RFC 7512 pkcs11: URIs, built and parsed with p11-kit's
+ * P11KitUri. A token URI carries token, manufacturer, model and serial; a key URI adds
+ * id (CKA_ID), object (CKA_LABEL) and type=private. Both are stable across restarts and
+ * re-insertion because they contain nothing but what the token stores.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/bytes.h"
+#include "common/curve.h"
+#include "common/macros.h"
+#include "common/secmem.h"
+
+typedef struct mk_p11 mk_p11; /* loaded modules and their tokens */
+typedef struct mk_key mk_key; /* a reference to a usable key pair; refcounted */
+
+/* --- algorithms -------------------------------------------------------------------------- */
+
+typedef enum mk_key_alg {
+	MK_ALG_NONE = 0, /* present on the token, but not usable by mlskey */
+	MK_ALG_ECDSA_P256,
+	MK_ALG_ECDSA_P384,
+	MK_ALG_ECDSA_P521,
+	MK_ALG_ED25519,
+	MK_ALG_DHKEM_P256,
+	MK_ALG_DHKEM_P384,
+	MK_ALG_DHKEM_P521,
+	MK_ALG_DHKEM_X25519,
+	_MK_ALG_MAX,
+} mk_key_alg;
+
+/* "ecdsa-p256", ..., "ed25519", "dhkem-p256", ..., "dhkem-x25519"; "unsupported" for NONE. */
+const char *mk_key_alg_name(mk_key_alg a);
+/* The inverse of mk_key_alg_name(); MK_ALG_NONE for an unknown name. */
+mk_key_alg mk_key_alg_from_name(const char *name);
+mk_curve mk_key_alg_curve(mk_key_alg a);
+/* true for the four signature algorithms, false for the HPKE (derive) ones and NONE. */
+bool mk_key_alg_is_signature(mk_key_alg a);
+
+/* --- modules ----------------------------------------------------------------------------- */
+
+typedef struct mk_p11_options {
+	bool use_p11_kit;                /* load the modules p11-kit registers */
+	const char *const *module_paths; /* NULL-terminated list of modules to load by path */
+	unsigned max_sessions;           /* per token; 0 means the default (8) */
+} mk_p11_options;
+
+/*
+ * Loads and initialises the modules (p11-kit's registered ones and/or the given paths, as
+ * one list; a module loaded both ways is used once) and scans their slots. A module that
+ * fails to load is skipped if others load; -ENOENT with a message if none does.
+ * Returns 0 and *ret (free with mk_p11_free), or a negative errno.
+ */
+int mk_p11_open(const mk_p11_options *opts, mk_p11 **ret);
+
+/* Logs out, closes sessions, finalises the modules. Accepts NULL; returns NULL. */
+mk_p11 *mk_p11_free(mk_p11 *p);
+DEFINE_TRIVIAL_CLEANUP_FUNC(mk_p11 *, mk_p11_free)
+
+/*
+ * Rescans slots and tokens. Tokens that vanished are marked absent: their sessions are
+ * dropped and operations on their keys fail with -ENOMEDIUM. Returns 0 or an errno.
+ */
+int mk_p11_refresh(mk_p11 *p);
+
+/* --- tokens ------------------------------------------------------------------------------ */
+
+typedef struct mk_token_info {
+	char *uri;          /* pkcs11:model=...;manufacturer=...;serial=...;token=... */
+	char *label;        /* trailing blanks removed, as every string here */
+	char *manufacturer;
+	char *model;
+	char *serial;
+	char *module;       /* the module's library description, or its path */
+	bool present;
+	bool logged_in;
+	bool login_required;      /* CKF_LOGIN_REQUIRED */
+	bool pin_count_low;       /* CKF_USER_PIN_COUNT_LOW */
+	bool pin_final_try;       /* CKF_USER_PIN_FINAL_TRY */
+	bool pin_locked;          /* CKF_USER_PIN_LOCKED */
+	bool protected_auth_path; /* CKF_PROTECTED_AUTHENTICATION_PATH: PIN pad */
+	bool write_protected;     /* CKF_WRITE_PROTECTED */
+} mk_token_info;
+
+/*
+ * A snapshot of every token in every loaded module, in module and slot order. Flags are
+ * read afresh (C_GetTokenInfo). Sets *ret (free with mk_token_info_array_free) and *ret_n.
+ */
+int mk_p11_list_tokens(mk_p11 *p, mk_token_info **ret, size_t *ret_n);
+void mk_token_info_array_free(mk_token_info *a, size_t n);
+
+/* The info of the one token that uri matches. -ENODEV if none, -EINVAL if uri is no URI. */
+int mk_p11_get_token(mk_p11 *p, const char *uri, mk_token_info *ret);
+void mk_token_info_clear(mk_token_info *t);
+
+/*
+ * Logs the user in on the token that token_uri names (pin_len bytes, not NUL-terminated;
+ * pin may be NULL with pin_len 0 on a PIN-pad reader). Tries exactly once: never retries.
+ * Returns 0 (also when already logged in), -EKEYREJECTED (wrong PIN), -EKEYREVOKED
+ * (locked), -ENODEV, -ENOMEDIUM, -EIO.
+ */
+int mk_p11_login(mk_p11 *p, const char *token_uri, const uint8_t *pin, size_t pin_len);
+
+/* Logs out of the token (NULL: every token). Returns 0 or -ENODEV. */
+int mk_p11_logout(mk_p11 *p, const char *token_uri);
+
+/* --- keys -------------------------------------------------------------------------------- */
+
+typedef struct mk_key_info {
+	char *uri;            /* pkcs11:...;id=...;object=...;type=private */
+	char *token_uri;
+	char *label;          /* CKA_LABEL, may be "" */
+	uint8_t *id;          /* CKA_ID */
+	size_t id_len;
+	mk_key_alg alg;       /* MK_ALG_NONE: not usable, see reason */
+	char *reason;         /* why the key cannot be used by mlskey, or NULL */
+	uint8_t *public_key;  /* MLS encoding (04||X||Y, or raw 32 bytes); NULL if unknown */
+	size_t public_key_len;
+	bool private_visible; /* the private object was seen (else: log in to read it) */
+	bool can_sign, can_derive;
+	bool local, never_extractable, always_sensitive, always_authenticate;
+	bool sensitive, extractable;
+} mk_key_info;
+
+/*
+ * Every key pair on one token (token_uri) or on all (NULL). A pair is found from its public
+ * key object (readable without login) and/or its private key object (often only after
+ * login), matched by CKA_ID. Keys of other types (RSA, brainpool, ...) are listed with
+ * alg MK_ALG_NONE and a reason. Sets *ret (free with mk_key_info_array_free), *ret_n.
+ */
+int mk_p11_list_keys(mk_p11 *p, const char *token_uri, mk_key_info **ret, size_t *ret_n);
+void mk_key_info_array_free(mk_key_info *a, size_t n);
+void mk_key_info_clear(mk_key_info *k);
+
+/*
+ * Finds the key pair that uri names and returns a reference to it (mk_key_unref). The
+ * private object handle is looked up once and cached in the reference; later operations
+ * do no object search. Returns -ENOKEY if no such key, -ENODEV / -ENOMEDIUM for its token,
+ * -ENOTCONN if the private key is hidden until login, -EINVAL for a malformed uri.
+ */
+int mk_p11_find_key(mk_p11 *p, const char *uri, mk_key **ret);
+
+mk_key *mk_key_ref(mk_key *k);
+mk_key *mk_key_unref(mk_key *k); /* accepts NULL, returns NULL */
+DEFINE_TRIVIAL_CLEANUP_FUNC(mk_key *, mk_key_unref)
+
+/* Borrowed view of the key's info; valid as long as the reference. */
+const mk_key_info *mk_key_get_info(const mk_key *k);
+
+/*
+ * Generates a key pair of algorithm alg on the token that token_uri names, with the given
+ * label and a fresh random 16-byte CKA_ID. Private key: CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE
+ * TRUE, CKA_EXTRACTABLE FALSE, and exactly one of CKA_SIGN / CKA_DERIVE. X25519 tries
+ * CKM_EC_MONTGOMERY_KEY_PAIR_GEN and falls back to SoftHSM's CKK_EC_EDWARDS form.
+ * Sets *ret_uri (free()) to the new key's URI. Needs a login: -ENOTCONN otherwise.
+ */
+int mk_p11_generate_key(mk_p11 *p, const char *token_uri, mk_key_alg alg, const char *label,
+			char **ret_uri);
+
+/* Destroys both objects of the key pair that uri names. -ENOKEY if none. */
+int mk_p11_delete_key(mk_p11 *p, const char *uri);
+
+/* --- operations -------------------------------------------------------------------------- */
+
+/*
+ * Signs msg with a signature key. ECDSA: hashes msg with the curve's hash (SHA-256/384/512)
+ * in software, signs the digest with CKM_ECDSA, returns DER SEQUENCE{r,s}. Ed25519:
+ * CKM_EDDSA over the whole message, returns raw R||S (64 bytes).
+ * Returns -EOPNOTSUPP for a key that cannot sign, -ENOTCONN when a login is needed,
+ * -ENOMEDIUM when the token is gone.
+ */
+int mk_key_sign(mk_key *k, const uint8_t *msg, size_t n, mk_bytes *ret_sig);
+
+/*
+ * ECDSA only: signs a digest that the caller computed with the curve's hash (n must be the
+ * hash length), returns DER. -EOPNOTSUPP for Ed25519 keys, -EINVAL for a wrong length.
+ */
+int mk_key_sign_digest(mk_key *k, const uint8_t *digest, size_t n, mk_bytes *ret_sig);
+
+/*
+ * ECDH on the token with a derive key: validates peer (mk_curve_validate_point), runs
+ * CKM_ECDH1_DERIVE (kdf CKD_NULL), reads the Ndh-byte result once, destroys the derived
+ * object at once, and returns the bytes in wiping memory (*ret, mk_secret_free). An
+ * all-zero X25519 result is refused with -EINVAL.
+ */
+int mk_key_derive(mk_key *k, const uint8_t *peer, size_t n, mk_secret **ret);

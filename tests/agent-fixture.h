@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Starts the real mlskeyd (from the build tree) for a test: on the private bus of
+ * mkt_dbus_setup(), with only the SoftHSM module of mkt_softhsm_setup() (--no-p11-kit
+ * --module PATH) and the test pinentry (tests/pinentry-test, answering the PIN in
+ * MKT_PINENTRY_PIN, default MKT_USER_PIN). The daemon is killed when the test ends.
+ */
+#pragma once
+
+#include <sys/types.h>
+
+/*
+ * Starts mlskeyd with the given extra arguments (NULL-terminated, may be NULL) and waits
+ * until it owns org.mlskey.Agent1 on the private bus (bails out after 10 s). Sets up the
+ * bus and SoftHSM store first if the test has not. Returns the daemon's pid.
+ */
+pid_t mkt_agent_start(const char *const *extra_args);
+
+/* Stops the daemon started by mkt_agent_start (SIGTERM, wait). Returns its exit status. */
+int mkt_agent_stop(pid_t pid);
+
+/* Path of a program in the build tree, e.g. mkt_build_path("clients/mlskey"). Static buffer. */
+const char *mkt_build_path(const char *rel);

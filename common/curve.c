@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <openssl/ec.h>
 #include <openssl/obj_mac.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "common/curve.h"
@@ -25,6 +26,24 @@ static const mk_curve_info curves[_MK_CURVE_MAX] = {
 	[MK_CURVE_X25519] = { MK_CURVE_X25519, "X25519", NID_X25519, oid_x25519,
 			      sizeof(oid_x25519), 32, 32, 32, NULL, 0 },
 };
+
+/* Building a group costs more than validating a point with it, so each is built once. */
+static pthread_once_t groups_once = PTHREAD_ONCE_INIT;
+static EC_GROUP *groups[_MK_CURVE_MAX];
+
+static void build_groups(void)
+{
+	for (int c = MK_CURVE_P256; c <= MK_CURVE_P521; c++)
+		groups[c] = EC_GROUP_new_by_curve_name(curves[c].nid);
+}
+
+const EC_GROUP *mk_curve_ec_group(mk_curve c)
+{
+	if (c < MK_CURVE_P256 || c > MK_CURVE_P521)
+		return NULL;
+	pthread_once(&groups_once, build_groups);
+	return groups[c];
+}
 
 const mk_curve_info *mk_curve_get(mk_curve c)
 {
@@ -57,7 +76,7 @@ mk_curve mk_curve_from_ec_params(const uint8_t *p, size_t n)
 int mk_curve_validate_point(mk_curve c, const uint8_t *p, size_t n)
 {
 	const mk_curve_info *ci = mk_curve_get(c);
-	EC_GROUP *group = NULL;
+	const EC_GROUP *group;
 	EC_POINT *pt = NULL;
 	int r;
 
@@ -72,7 +91,7 @@ int mk_curve_validate_point(mk_curve c, const uint8_t *p, size_t n)
 		return mk_error(-EINVAL, "%s public key must be an uncompressed point (04||X||Y)",
 				ci->name);
 
-	group = EC_GROUP_new_by_curve_name(ci->nid);
+	group = mk_curve_ec_group(c);
 	pt = group ? EC_POINT_new(group) : NULL;
 	if (!pt) {
 		r = -ENOMEM;
@@ -91,7 +110,6 @@ int mk_curve_validate_point(mk_curve c, const uint8_t *p, size_t n)
 	r = 0;
 out:
 	EC_POINT_free(pt);
-	EC_GROUP_free(group);
 	return r;
 }
 

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/ec.h>
+
 typedef enum mk_curve {
 	MK_CURVE_NONE = 0,
 	MK_CURVE_P256,
@@ -59,3 +61,10 @@ int mk_curve_validate_point(mk_curve c, const uint8_t *p, size_t n);
  */
 int mk_curve_unwrap_ec_point(mk_curve c, const uint8_t *p, size_t n, const uint8_t **ret_p,
 			     size_t *ret_n);
+
+/*
+ * The OpenSSL group of a NIST curve (P-256/384/521), built once per process and shared:
+ * read-only, safe to use from several threads at once; never free it. NULL for the other
+ * curves or when OpenSSL cannot build it.
+ */
+const EC_GROUP *mk_curve_ec_group(mk_curve c);

@@ -42,7 +42,7 @@ int mk_read_varint(mk_reader *r, uint64_t *ret);
 /* n raw bytes; *ret points into the input (borrowed, valid as long as the input). */
 int mk_read_bytes(mk_reader *r, size_t n, const uint8_t **ret);
 
-/* opaque<V> with at most max bytes of content; *ret/*ret_n borrowed from the input. */
+/* opaque<V> with at most max bytes of content; *ret and *ret_n borrowed from the input. */
 int mk_read_opaque(mk_reader *r, size_t max, const uint8_t **ret, size_t *ret_n);
 
 /* true when every byte was consumed. */

@@ -101,3 +101,32 @@ int mk_hpke_seal_base(mk_hpke_suite s, const uint8_t *pkR, size_t pkR_len, const
 		      size_t info_len, const uint8_t *aad, size_t aad_len, const uint8_t *pt,
 		      size_t pt_len, const uint8_t *ikmE, size_t ikmE_len, mk_bytes *ret_enc,
 		      mk_bytes *ret_ct);
+
+/* --- software keys (added for tests, fuzzing and clients; the agent's keys are on tokens) --- */
+
+/*
+ * DeriveKeyPair (RFC 9180 §7.1.3) for a KEM: NIST curves with the candidate/bitmask loop,
+ * X25519 plain. Sets *ret_sk (Nsk bytes: big-endian scalar of the field size, or the 32-byte
+ * X25519 scalar) and *ret_pk (MLS encoding). -EOPNOTSUPP for an unknown KEM.
+ */
+int mk_hpke_derive_key_pair(uint16_t kem, const uint8_t *ikm, size_t ikm_len,
+			    mk_secret **ret_sk, mk_bytes *ret_pk);
+
+/* A fresh random key pair for a KEM (DeriveKeyPair over random ikm). */
+int mk_hpke_generate_key_pair(uint16_t kem, mk_secret **ret_sk, mk_bytes *ret_pk);
+
+/* The public key (MLS encoding) of a software private key. -EINVAL for an invalid scalar. */
+int mk_hpke_public_key(mk_curve c, const uint8_t *sk, size_t sk_len, mk_bytes *ret_pk);
+
+/* userdata for mk_hpke_soft_dh: a private key kept in software (borrowed). */
+typedef struct mk_hpke_soft_key {
+	mk_curve curve;
+	const uint8_t *sk; /* as mk_hpke_derive_key_pair() returns it */
+	size_t sk_len;
+} mk_hpke_soft_key;
+
+/*
+ * An mk_hpke_dh_fn that computes DH(sk, pk) in software: the x coordinate (NIST) or the
+ * X25519 result, in *ret. -EINVAL for an invalid point or scalar or an all-zero X25519 result.
+ */
+int mk_hpke_soft_dh(void *userdata, const uint8_t *pk, size_t pk_len, mk_secret **ret);

@@ -1,3 +1,26 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Placeholder: implemented in its issue's work. */
-typedef int mk_placeholder_suite;
+#include "agent/hpke.h"
+#include "agent/suite.h"
+#include "common/macros.h"
+
+static const mk_suite suites[] = {
+	{ 1, "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519", MK_ALG_ED25519, MK_ALG_DHKEM_X25519,
+	  MK_HPKE_KEM_X25519, MK_HPKE_KDF_SHA256, MK_HPKE_AEAD_AES128GCM, "SHA256", 32 },
+	{ 2, "MLS_128_DHKEMP256_AES128GCM_SHA256_P256", MK_ALG_ECDSA_P256, MK_ALG_DHKEM_P256,
+	  MK_HPKE_KEM_P256, MK_HPKE_KDF_SHA256, MK_HPKE_AEAD_AES128GCM, "SHA256", 32 },
+	{ 3, "MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519", MK_ALG_ED25519,
+	  MK_ALG_DHKEM_X25519, MK_HPKE_KEM_X25519, MK_HPKE_KDF_SHA256,
+	  MK_HPKE_AEAD_CHACHA20POLY1305, "SHA256", 32 },
+	{ 5, "MLS_256_DHKEMP521_AES256GCM_SHA512_P521", MK_ALG_ECDSA_P521, MK_ALG_DHKEM_P521,
+	  MK_HPKE_KEM_P521, MK_HPKE_KDF_SHA512, MK_HPKE_AEAD_AES256GCM, "SHA512", 64 },
+	{ 7, "MLS_256_DHKEMP384_AES256GCM_SHA384_P384", MK_ALG_ECDSA_P384, MK_ALG_DHKEM_P384,
+	  MK_HPKE_KEM_P384, MK_HPKE_KDF_SHA384, MK_HPKE_AEAD_AES256GCM, "SHA384", 48 },
+};
+
+const mk_suite *mk_suite_get(uint16_t id)
+{
+	for (size_t i = 0; i < ELEMENTSOF(suites); i++)
+		if (suites[i].id == id)
+			return &suites[i];
+	return NULL;
+}

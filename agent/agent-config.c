@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/agent-config.h"
+#include "agent/log.h"
+#include "common/error.h"
+
+int mk_config_init(mk_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->bus = MK_BUS_SESSION;
+	c->pinentry = strdup("pinentry");
+	if (!c->pinentry)
+		return -ENOMEM;
+	c->pinentry_timeout = 120;
+	c->use_p11_kit = true;
+	c->log_level = LOG_INFO;
+	c->max_array_bytes = MK_CONFIG_DEFAULT_MAX_ARRAY;
+	c->max_label_bytes = 255;
+	c->workers = 4;
+	c->max_queue = 256;
+	return 0;
+}
+
+void mk_config_clear_modules(mk_config *c)
+{
+	for (size_t i = 0; i < c->n_modules; i++) {
+		free(c->modules[i]);
+		c->modules[i] = NULL;
+	}
+	c->n_modules = 0;
+}
+
+void mk_config_clear(mk_config *c)
+{
+	mk_config_clear_modules(c);
+	free(c->address);
+	free(c->pinentry);
+	memset(c, 0, sizeof(*c));
+}
+
+int mk_config_add_module(mk_config *c, const char *path)
+{
+	char *p;
+
+	if (!path[0])
+		return mk_error(-EINVAL, "an empty module path was given");
+	if (c->n_modules >= MK_CONFIG_MAX_MODULES)
+		return mk_error(-E2BIG, "more than %d PKCS#11 modules were given",
+				MK_CONFIG_MAX_MODULES);
+	p = strdup(path);
+	if (!p)
+		return -ENOMEM;
+	c->modules[c->n_modules++] = p;
+	c->modules[c->n_modules] = NULL;
+	return 0;
+}
+
+static int parse_bool(const char *key, const char *v, bool *ret)
+{
+	if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "on")) {
+		*ret = true;
+		return 0;
+	}
+	if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "off")) {
+		*ret = false;
+		return 0;
+	}
+	return mk_error(-EINVAL, "%s must be yes or no, not \"%s\"", key, v);
+}
+
+static int parse_uint(const char *key, const char *v, unsigned long long min,
+		      unsigned long long max, unsigned long long *ret)
+{
+	unsigned long long n;
+	char *end;
+
+	errno = 0;
+	if (v[0] < '0' || v[0] > '9')
+		goto bad;
+	n = strtoull(v, &end, 10);
+	if (errno || *end || n < min || n > max)
+		goto bad;
+	*ret = n;
+	return 0;
+bad:
+	return mk_error(-EINVAL, "%s must be a number from %llu to %llu, not \"%s\"", key, min,
+			max, v);
+}
+
+static int set_modules(mk_config *c, const char *value)
+{
+	_cleanup_free_ char *copy = strdup(value);
+	char *save = NULL, *tok;
+	int r;
+
+	if (!copy)
+		return -ENOMEM;
+	mk_config_clear_modules(c);
+	for (tok = strtok_r(copy, ";,", &save); tok; tok = strtok_r(NULL, ";,", &save)) {
+		char *end;
+
+		while (*tok == ' ' || *tok == '\t')
+			tok++;
+		end = tok + strlen(tok);
+		while (end > tok && (end[-1] == ' ' || end[-1] == '\t'))
+			*--end = '\0';
+		if (!*tok)
+			continue;
+		r = mk_config_add_module(c, tok);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int mk_config_set(mk_config *c, const char *key, const char *value)
+{
+	unsigned long long n;
+	int r;
+
+	if (!strcmp(key, "pinentry")) {
+		char *p;
+
+		if (!value[0])
+			return mk_error(-EINVAL, "pinentry must name a program");
+		p = strdup(value);
+		if (!p)
+			return -ENOMEM;
+		free(c->pinentry);
+		c->pinentry = p;
+		return 0;
+	}
+	if (!strcmp(key, "pinentry-timeout")) {
+		r = parse_uint(key, value, 1, 3600, &n);
+		if (r == 0)
+			c->pinentry_timeout = (unsigned)n;
+		return r;
+	}
+	if (!strcmp(key, "p11-kit"))
+		return parse_bool(key, value, &c->use_p11_kit);
+	if (!strcmp(key, "modules"))
+		return set_modules(c, value);
+	if (!strcmp(key, "log-level")) {
+		r = mk_log_level_from_name(value);
+		if (r < 0)
+			return mk_error(-EINVAL,
+					"log-level must be err, warning, notice, info or debug, "
+					"not \"%s\"",
+					value);
+		c->log_level = r;
+		return 0;
+	}
+	if (!strcmp(key, "max-array-bytes")) {
+		r = parse_uint(key, value, 1, 64u * 1024 * 1024, &n);
+		if (r == 0)
+			c->max_array_bytes = (size_t)n;
+		return r;
+	}
+	if (!strcmp(key, "max-label-bytes")) {
+		r = parse_uint(key, value, 0, 255, &n);
+		if (r == 0)
+			c->max_label_bytes = (size_t)n;
+		return r;
+	}
+	if (!strcmp(key, "workers")) {
+		r = parse_uint(key, value, 1, MK_CONFIG_MAX_WORKERS, &n);
+		if (r == 0)
+			c->workers = (unsigned)n;
+		return r;
+	}
+	if (!strcmp(key, "max-queue")) {
+		r = parse_uint(key, value, 1, 65536, &n);
+		if (r == 0)
+			c->max_queue = (unsigned)n;
+		return r;
+	}
+	return mk_error(-EINVAL,
+			"unknown setting \"%s\" (known: pinentry, pinentry-timeout, p11-kit, "
+			"modules, log-level, max-array-bytes, max-label-bytes, workers, max-queue)",
+			key);
+}
+
+typedef struct load_state {
+	mk_config *c;
+	const char *path;
+	int r;
+	char msg[512];
+} load_state;
+
+static int on_entry(void *userdata, const char *section, const char *name, const char *value)
+{
+	load_state *st = userdata;
+	int r;
+
+	if (st->r < 0)
+		return 0;
+	if (strcmp(section, "agent") != 0) {
+		st->r = -EINVAL;
+		snprintf(st->msg, sizeof(st->msg), "unknown section [%s] (known: [agent])",
+			 section);
+		return 0;
+	}
+	r = mk_config_set(st->c, name, value);
+	if (r < 0) {
+		st->r = r;
+		snprintf(st->msg, sizeof(st->msg), "%s", mk_error_text(r));
+		return 0; /* inih then reports this line's number */
+	}
+	return 1;
+}
+
+int mk_config_load(mk_config *c, const char *path)
+{
+	load_state st = { .c = c, .path = path };
+	FILE *f;
+	int line;
+
+	f = fopen(path, "re");
+	if (!f) {
+		int e = errno;
+
+		return mk_error(-e, "cannot read %s: %s", path, strerror(e));
+	}
+	line = ini_parse_file(f, on_entry, &st);
+	fclose(f);
+	if (line == -2)
+		return -ENOMEM;
+	if (line < 0)
+		return mk_error(-EIO, "cannot read %s", path);
+	if (line > 0 && st.r < 0)
+		return mk_error(st.r, "%s:%d: %s", path, line, st.msg);
+	if (line > 0)
+		return mk_error(-EINVAL, "%s:%d: syntax error (expected [agent] and key = value)",
+				path, line);
+	return 0;
+}
+
+int mk_config_default_path(char **ret)
+{
+	const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+	char *p;
+
+	if (xdg && xdg[0] == '/') {
+		if (asprintf(&p, "%s/mlskey/mlskeyd.conf", xdg) < 0)
+			return -ENOMEM;
+	} else if (home && home[0] == '/') {
+		if (asprintf(&p, "%s/.config/mlskey/mlskeyd.conf", home) < 0)
+			return -ENOMEM;
+	} else {
+		return -ENOENT;
+	}
+	*ret = p;
+	return 0;
+}

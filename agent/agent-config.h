@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * mlskeyd's settings: defaults, the INI file ($XDG_CONFIG_HOME/mlskey/mlskeyd.conf or
+ * --config FILE, section [agent]) and the command line, which overrides the file.
+ *
+ *   [agent]
+ *   pinentry = pinentry          program asked for PINs (Assuan GETPIN)
+ *   pinentry-timeout = 120       seconds before an unanswered dialog counts as cancelled
+ *   p11-kit = yes|no             load the modules p11-kit registers
+ *   modules = PATH;PATH          PKCS#11 modules by path (';' or ',' separated)
+ *   log-level = info             err, warning, notice, info, debug
+ *   max-array-bytes = 4194304    per byte-array argument
+ *   max-label-bytes = 255        label arguments (at most 255)
+ *   workers = 4                  worker threads per token
+ *   max-queue = 256              calls waiting per token before Busy
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum mk_bus_kind {
+	MK_BUS_SESSION,
+	MK_BUS_SYSTEM,
+	MK_BUS_ADDRESS,
+} mk_bus_kind;
+
+#define MK_CONFIG_MAX_MODULES 32
+#define MK_CONFIG_DEFAULT_MAX_ARRAY (4u * 1024 * 1024)
+#define MK_CONFIG_MAX_WORKERS 64
+
+typedef struct mk_config {
+	mk_bus_kind bus;
+	char *address;          /* MK_BUS_ADDRESS */
+	char *pinentry;         /* never NULL after mk_config_init */
+	unsigned pinentry_timeout; /* seconds, >= 1 */
+	bool use_p11_kit;
+	char *modules[MK_CONFIG_MAX_MODULES + 1]; /* NULL-terminated */
+	size_t n_modules;
+	int log_level;          /* syslog priority */
+	bool foreground;
+	size_t max_array_bytes; /* 1 .. 64 MiB */
+	size_t max_label_bytes; /* 0 .. 255 */
+	unsigned workers;       /* 1 .. MK_CONFIG_MAX_WORKERS */
+	unsigned max_queue;     /* 1 .. 65536 */
+} mk_config;
+
+/* Fills c with the defaults. Returns 0 or -ENOMEM. Free with mk_config_clear(). */
+int mk_config_init(mk_config *c);
+
+/* Frees what c owns and leaves it zeroed. */
+void mk_config_clear(mk_config *c);
+
+/*
+ * Sets one setting by its INI name ("pinentry", "max-queue", ...). "modules" replaces the
+ * list with the separated paths in value. Returns 0, or -EINVAL with an mk_error() message
+ * naming the setting and the accepted values, or -ENOMEM.
+ */
+int mk_config_set(mk_config *c, const char *key, const char *value);
+
+/* Appends one module path (--module). 0, -E2BIG past MK_CONFIG_MAX_MODULES, -ENOMEM. */
+int mk_config_add_module(mk_config *c, const char *path);
+
+/* Drops every module path (the first --module on the command line replaces the file's). */
+void mk_config_clear_modules(mk_config *c);
+
+/*
+ * Reads an INI file into c. A missing file is -ENOENT (the caller decides whether that is
+ * fine); a syntax error, an unknown section or setting, or a bad value is -EINVAL with an
+ * mk_error() message "FILE:LINE: ...". On failure c may be partly updated.
+ */
+int mk_config_load(mk_config *c, const char *path);
+
+/*
+ * The default config path, $XDG_CONFIG_HOME/mlskey/mlskeyd.conf or
+ * $HOME/.config/mlskey/mlskeyd.conf, into *ret (free()). -ENOENT when neither is set.
+ */
+int mk_config_default_path(char **ret);

@@ -1,0 +1,716 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <p11-kit/uri.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "agent/check.h"
+#include "agent/log.h"
+#include "agent/mls.h"
+#include "agent/ops.h"
+#include "agent/pinentry.h"
+#include "common/error.h"
+
+/* Found keys kept per URI string; past this many the cache starts over. */
+#define KEY_CACHE_MAX 1024
+
+typedef struct cached_key {
+	char *uri; /* as the client spelled it */
+	mk_key *key;
+} cached_key;
+
+typedef struct token_lock {
+	struct token_lock *next;
+	char *uri; /* the token's own URI (mk_token_info.uri) */
+	pthread_mutex_t m;
+} token_lock;
+
+struct mk_agent {
+	const mk_config *cfg;
+	mk_p11 *p11;
+	pthread_mutex_t lock; /* cache, locks, token_state */
+	cached_key *cache;
+	size_t n_cache;
+	token_lock *locks;
+	char *token_state; /* what ListTokens saw last, to notice changes */
+	mk_agent_notify_fn notify;
+	void *notify_ud;
+	int abort_fd; /* eventfd: readable once dialogs must end */
+};
+
+int mk_agent_new(const mk_config *cfg, mk_agent **ret)
+{
+	mk_p11_options o = {
+		.use_p11_kit = cfg->use_p11_kit,
+		.module_paths = (const char *const *)cfg->modules,
+		.max_sessions = MK_MAX(8u, cfg->workers + 2),
+	};
+	mk_agent *a;
+	int r;
+
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->cfg = cfg;
+	pthread_mutex_init(&a->lock, NULL);
+	a->abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (a->abort_fd < 0) {
+		r = -errno;
+		mk_agent_free(a);
+		return r;
+	}
+	r = mk_p11_open(&o, &a->p11);
+	if (r < 0) {
+		mk_agent_free(a);
+		return r;
+	}
+	*ret = a;
+	return 0;
+}
+
+void mk_agent_set_notify(mk_agent *a, mk_agent_notify_fn fn, void *userdata)
+{
+	a->notify = fn;
+	a->notify_ud = userdata;
+}
+
+void mk_agent_abort_dialogs(mk_agent *a)
+{
+	uint64_t one = 1;
+
+	if (write(a->abort_fd, &one, sizeof(one)) < 0)
+		mk_log(LOG_WARNING, "cannot abort PIN dialogs: %m");
+}
+
+static void cache_clear_locked(mk_agent *a)
+{
+	for (size_t i = 0; i < a->n_cache; i++) {
+		free(a->cache[i].uri);
+		mk_key_unref(a->cache[i].key);
+	}
+	free(a->cache);
+	a->cache = NULL;
+	a->n_cache = 0;
+}
+
+static void cache_clear(mk_agent *a)
+{
+	pthread_mutex_lock(&a->lock);
+	cache_clear_locked(a);
+	pthread_mutex_unlock(&a->lock);
+}
+
+static void cache_drop(mk_agent *a, const char *uri)
+{
+	pthread_mutex_lock(&a->lock);
+	for (size_t i = 0; i < a->n_cache; i++)
+		if (strcmp(a->cache[i].uri, uri) == 0) {
+			free(a->cache[i].uri);
+			mk_key_unref(a->cache[i].key);
+			a->cache[i] = a->cache[--a->n_cache];
+			break;
+		}
+	pthread_mutex_unlock(&a->lock);
+}
+
+mk_agent *mk_agent_free(mk_agent *a)
+{
+	token_lock *t;
+
+	if (!a)
+		return NULL;
+	cache_clear(a);
+	while ((t = a->locks)) {
+		a->locks = t->next;
+		pthread_mutex_destroy(&t->m);
+		free(t->uri);
+		free(t);
+	}
+	mk_p11_free(a->p11);
+	free(a->token_state);
+	if (a->abort_fd >= 0)
+		close(a->abort_fd);
+	pthread_mutex_destroy(&a->lock);
+	free(a);
+	return NULL;
+}
+
+/* A reference to the key uri names: from the cache, else one object search. */
+static int key_get(mk_agent *a, const char *uri, bool *ret_cached, mk_key **ret)
+{
+	mk_key *k = NULL;
+	cached_key *grown;
+	int r;
+
+	pthread_mutex_lock(&a->lock);
+	for (size_t i = 0; i < a->n_cache; i++)
+		if (strcmp(a->cache[i].uri, uri) == 0) {
+			k = mk_key_ref(a->cache[i].key);
+			break;
+		}
+	pthread_mutex_unlock(&a->lock);
+	if (k) {
+		*ret_cached = true;
+		*ret = k;
+		return 0;
+	}
+	r = mk_p11_find_key(a->p11, uri, &k);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&a->lock);
+	for (size_t i = 0; i < a->n_cache; i++)
+		if (strcmp(a->cache[i].uri, uri) == 0)
+			goto out; /* another worker found it meanwhile: keep one entry */
+	if (a->n_cache >= KEY_CACHE_MAX)
+		cache_clear_locked(a);
+	grown = realloc(a->cache, (a->n_cache + 1) * sizeof(*a->cache));
+	if (grown) {
+		a->cache = grown;
+		a->cache[a->n_cache].uri = strdup(uri);
+		if (a->cache[a->n_cache].uri)
+			a->cache[a->n_cache++].key = mk_key_ref(k);
+	}
+	/* no memory for the cache only costs a search next time */
+out:
+	pthread_mutex_unlock(&a->lock);
+	*ret_cached = false;
+	*ret = k;
+	return 0;
+}
+
+/* Compares the tokens with the last look and tells the bus when they differ. */
+static void check_tokens(mk_agent *a, const mk_token_info *t, size_t n)
+{
+	char *state = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&state, &len);
+	bool changed;
+
+	if (!f)
+		return;
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "%s|%d|%d\n", t[i].uri, t[i].present, t[i].pin_locked);
+	if (fclose(f) != 0 || !state)
+		return;
+	pthread_mutex_lock(&a->lock);
+	changed = a->token_state && strcmp(a->token_state, state) != 0;
+	free(a->token_state);
+	a->token_state = state;
+	pthread_mutex_unlock(&a->lock);
+	if (changed && a->notify)
+		a->notify(a->notify_ud);
+}
+
+/* Rescans slots, then tells the bus if the tokens changed. */
+static void refresh_tokens(mk_agent *a)
+{
+	mk_token_info *t = NULL;
+	size_t n = 0;
+
+	if (mk_p11_refresh(a->p11) < 0)
+		return;
+	if (mk_p11_list_tokens(a->p11, &t, &n) < 0)
+		return;
+	check_tokens(a, t, n);
+	mk_token_info_array_free(t, n);
+}
+
+/* The token info for uri (a token or key URI), rescanning once for a new token. */
+static int token_get(mk_agent *a, const char *uri, mk_token_info *ret)
+{
+	_cleanup_free_ char *turi = NULL;
+	int r;
+
+	r = mk_uri_token_part(uri, &turi);
+	if (r < 0)
+		return r;
+	r = mk_p11_get_token(a->p11, turi, ret);
+	if (r == -ENODEV) {
+		refresh_tokens(a);
+		r = mk_p11_get_token(a->p11, turi, ret);
+	}
+	return r;
+}
+
+static pthread_mutex_t *token_mutex(mk_agent *a, const char *token_uri)
+{
+	token_lock *t;
+
+	pthread_mutex_lock(&a->lock);
+	for (t = a->locks; t; t = t->next)
+		if (strcmp(t->uri, token_uri) == 0)
+			break;
+	if (!t) {
+		t = calloc(1, sizeof(*t));
+		if (t && !(t->uri = strdup(token_uri))) {
+			free(t);
+			t = NULL;
+		}
+		if (t) {
+			pthread_mutex_init(&t->m, NULL);
+			t->next = a->locks;
+			a->locks = t;
+		}
+	}
+	pthread_mutex_unlock(&a->lock);
+	return t ? &t->m : NULL;
+}
+
+static const char *token_name(const mk_token_info *t)
+{
+	return t->label && t->label[0] ? t->label : "(no label)";
+}
+
+static int pin_rejected(mk_agent *a, const mk_token_info *t)
+{
+	mk_token_info now = { 0 };
+	const char *hint = "";
+
+	if (mk_p11_get_token(a->p11, t->uri, &now) == 0) {
+		if (now.pin_locked) {
+			mk_token_info_clear(&now);
+			return mk_error(-EKEYREVOKED,
+					"the PIN of token \"%s\" (serial %s) is now locked; unblock "
+					"it with the PUK or ask your administrator",
+					token_name(t), t->serial ? t->serial : "?");
+		}
+		if (now.pin_final_try)
+			hint = "; one try is left before the PIN locks";
+		else if (now.pin_count_low)
+			hint = "; few tries are left before the PIN locks";
+		mk_token_info_clear(&now);
+	}
+	return mk_error(-EKEYREJECTED, "the PIN for token \"%s\" (serial %s) was incorrect%s",
+			token_name(t), t->serial ? t->serial : "?", hint);
+}
+
+/* Under the token's mutex: one dialog, one C_Login. */
+static int login_locked(mk_agent *a, const mk_caller *c, const mk_token_info *t, const char *what)
+{
+	_cleanup_secret_ mk_secret *pin = NULL;
+	char desc[900], title[200], err[200];
+	mk_pinentry_request req = {
+		.program = a->cfg->pinentry,
+		.prompt = "PIN:",
+		.timeout_s = a->cfg->pinentry_timeout,
+		.cancel_fd = a->abort_fd,
+	};
+	int r;
+
+	if (t->logged_in)
+		return 0;
+	if (t->pin_locked)
+		return mk_error(-EKEYREVOKED,
+				"the PIN of token \"%s\" (serial %s) is locked; unblock it with "
+				"the PUK or ask your administrator",
+				token_name(t), t->serial ? t->serial : "?");
+	if (t->protected_auth_path) {
+		mk_log(LOG_INFO, "logging in to token \"%s\" on its PIN pad for pid %d",
+		       token_name(t), (int)c->pid);
+		r = mk_p11_login(a->p11, t->uri, NULL, 0);
+		return r == -EKEYREJECTED ? pin_rejected(a, t) : r;
+	}
+	snprintf(title, sizeof(title), "mlskey: PIN for %s", token_name(t));
+	snprintf(desc, sizeof(desc),
+		 "Please enter the PIN of token \"%s\" (serial %s).\n\n"
+		 "Requested by: %s (pid %d)\nOperation: %s",
+		 token_name(t), t->serial ? t->serial : "?", c->exe[0] ? c->exe : "unknown program",
+		 (int)c->pid, what);
+	req.title = title;
+	req.description = desc;
+	if (t->pin_final_try || t->pin_count_low) {
+		snprintf(err, sizeof(err), "%s", t->pin_final_try
+							 ? "Last try before the PIN locks"
+							 : "Few tries are left before the PIN locks");
+		req.error = err;
+	}
+	mk_log(LOG_INFO, "asking for the PIN of token \"%s\" for pid %d: %s", token_name(t),
+	       (int)c->pid, what);
+	r = mk_pinentry_get_pin(&req, &pin);
+	if (r < 0)
+		return r;
+	/* exactly one C_Login with this PIN; it is wiped as soon as the token has seen it */
+	r = mk_p11_login(a->p11, t->uri, pin->data, pin->len);
+	pin = mk_secret_free(pin);
+	if (r == -EKEYREJECTED)
+		return pin_rejected(a, t);
+	if (r == -EKEYREVOKED)
+		return mk_error(-EKEYREVOKED,
+				"the PIN of token \"%s\" (serial %s) is locked; unblock it with "
+				"the PUK or ask your administrator",
+				token_name(t), t->serial ? t->serial : "?");
+	if (r == 0)
+		mk_log(LOG_INFO, "logged in to token \"%s\"", token_name(t));
+	return r;
+}
+
+/* Logs in to the token of uri (a key or token URI), asking the PIN for `what`. */
+static int login(mk_agent *a, const mk_caller *c, const char *uri, const char *what)
+{
+	mk_token_info t = { 0 }, fresh = { 0 };
+	pthread_mutex_t *m;
+	int r;
+
+	r = token_get(a, uri, &t);
+	if (r < 0)
+		return r;
+	m = token_mutex(a, t.uri);
+	if (!m) {
+		mk_token_info_clear(&t);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(m);
+	/* another call may have logged in while this one waited for the dialog */
+	r = mk_p11_get_token(a->p11, t.uri, &fresh);
+	if (r == 0) {
+		r = login_locked(a, c, &fresh, what);
+		mk_token_info_clear(&fresh);
+	}
+	pthread_mutex_unlock(m);
+	mk_token_info_clear(&t);
+	return r;
+}
+
+/* The token of a key that failed: is it gone? Then TokenAbsent, in words. */
+static int token_gone(mk_agent *a, const char *uri, int r)
+{
+	mk_token_info t = { 0 };
+	_cleanup_free_ char *turi = NULL;
+	int q;
+
+	refresh_tokens(a);
+	if (mk_uri_token_part(uri, &turi) < 0)
+		return r;
+	q = mk_p11_get_token(a->p11, turi, &t);
+	if (q == 0 && t.present) {
+		mk_token_info_clear(&t);
+		return r;
+	}
+	if (q == 0)
+		r = mk_error(-ENOMEDIUM, "token \"%s\" was removed; insert it and retry",
+			     token_name(&t));
+	else
+		r = mk_error(-ENOMEDIUM, "the token of this key was removed; insert it and retry");
+	mk_token_info_clear(&t);
+	return r;
+}
+
+typedef int (*key_fn)(mk_key *k, void *userdata);
+
+/*
+ * Runs fn with the key uri names: from the cache, logging in once when the token asks
+ * for it, and telling a removed token from other failures.
+ */
+static int with_key(mk_agent *a, const mk_caller *c, const char *uri, const char *what,
+		    key_fn fn, void *userdata)
+{
+	bool logged_in = false, searched_again = false;
+
+	for (;;) {
+		_cleanup_(mk_key_unrefp) mk_key *k = NULL;
+		bool cached = false;
+		int r;
+
+		mk_error_clear();
+		r = key_get(a, uri, &cached, &k);
+		if (r == -ENODEV && !searched_again) {
+			searched_again = true;
+			refresh_tokens(a);
+			continue;
+		}
+		if (r == 0)
+			r = fn(k, userdata);
+		if (r == -ENOMEDIUM || (cached && (r == -EIO || r == -ENOKEY || r == -ENODEV))) {
+			cache_drop(a, uri);
+			r = token_gone(a, uri, r);
+			/* a stale handle of a present token: search once more */
+			if (r != -ENOMEDIUM && r != -EIO && !searched_again) {
+				searched_again = true;
+				continue;
+			}
+			return r;
+		}
+		if (r != -ENOTCONN)
+			return r;
+		if (logged_in)
+			return mk_error(-EACCES, "the token still asks for a login after a "
+						 "successful one; lock it and retry");
+		r = login(a, c, uri, what);
+		if (r < 0)
+			return r;
+		logged_in = true;
+	}
+}
+
+static void describe(char *buf, size_t n, const char *verb, const char *uri)
+{
+	_cleanup_free_ char *label = NULL;
+
+	if (mk_uri_object_label(uri, &label) == 0 && label[0])
+		snprintf(buf, n, "%s with key \"%.100s\"", verb, label);
+	else
+		snprintf(buf, n, "%s with a key", verb);
+}
+
+int mk_agent_list_tokens(mk_agent *a, mk_token_info **ret, size_t *ret_n)
+{
+	mk_token_info *t = NULL;
+	size_t n = 0;
+	int r;
+
+	(void)mk_p11_refresh(a->p11);
+	r = mk_p11_list_tokens(a->p11, &t, &n);
+	if (r < 0)
+		return r;
+	check_tokens(a, t, n);
+	*ret = t;
+	*ret_n = n;
+	return 0;
+}
+
+int mk_agent_list_keys(mk_agent *a, mk_key_info **ret, size_t *ret_n)
+{
+	return mk_p11_list_keys(a->p11, NULL, ret, ret_n);
+}
+
+int mk_agent_generate(mk_agent *a, const mk_caller *c, const char *token_uri, mk_key_alg alg,
+		      const char *label, char **ret_uri)
+{
+	mk_token_info t = { 0 };
+	char what[200];
+	int r;
+
+	r = token_get(a, token_uri, &t);
+	if (r == -ENODEV)
+		r = mk_error(-ENODEV, "no token matches %s; list tokens with 'mlskey tokens'",
+			     token_uri);
+	if (r < 0)
+		return r;
+	snprintf(what, sizeof(what), "generate a new %s key \"%.100s\"", mk_key_alg_name(alg),
+		 label);
+	r = mk_p11_generate_key(a->p11, t.uri, alg, label, ret_uri);
+	if (r == -ENOTCONN) {
+		r = login(a, c, t.uri, what);
+		if (r == 0)
+			r = mk_p11_generate_key(a->p11, t.uri, alg, label, ret_uri);
+	}
+	mk_token_info_clear(&t);
+	return r;
+}
+
+int mk_agent_delete(mk_agent *a, const mk_caller *c, const char *key_uri)
+{
+	char what[200];
+	int r;
+
+	describe(what, sizeof(what), "delete the key pair", key_uri);
+	r = mk_p11_delete_key(a->p11, key_uri);
+	if (r == -ENOTCONN) {
+		r = login(a, c, key_uri, what);
+		if (r == 0)
+			r = mk_p11_delete_key(a->p11, key_uri);
+	}
+	/* whatever happened, no cached reference may outlive the objects */
+	cache_clear(a);
+	return r;
+}
+
+static bool attr_matches(P11KitUri *u, CK_ATTRIBUTE_TYPE type, const void *v, size_t n)
+{
+	CK_ATTRIBUTE *at = p11_kit_uri_get_attribute(u, type);
+
+	if (!at)
+		return true;
+	return at->ulValueLen == n && (n == 0 || memcmp(at->pValue, v, n) == 0);
+}
+
+/* The public key of the one listed key that uri names; -ENOKEY when not exactly one. */
+static int public_key_from_list(mk_agent *a, const char *uri, mk_bytes *ret)
+{
+	_cleanup_free_ char *turi = NULL;
+	P11KitUri *u;
+	mk_key_info *keys = NULL;
+	const mk_key_info *hit = NULL;
+	size_t n = 0, hits = 0;
+	int r;
+
+	r = mk_uri_token_part(uri, &turi);
+	if (r < 0)
+		return r;
+	u = p11_kit_uri_new();
+	if (!u)
+		return -ENOMEM;
+	if (p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, u) != P11_KIT_URI_OK) {
+		p11_kit_uri_free(u);
+		return -EINVAL;
+	}
+	r = mk_p11_list_keys(a->p11, turi, &keys, &n);
+	if (r < 0) {
+		p11_kit_uri_free(u);
+		return r;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const mk_key_info *k = &keys[i];
+		const char *l = k->label ? k->label : "";
+
+		if (attr_matches(u, CKA_ID, k->id, k->id_len) &&
+		    attr_matches(u, CKA_LABEL, l, strlen(l))) {
+			hit = k;
+			hits++;
+		}
+	}
+	if (hits == 1 && hit->public_key && hit->public_key_len)
+		r = mk_bytes_dup(hit->public_key, hit->public_key_len, ret);
+	else
+		r = -ENOKEY;
+	mk_key_info_array_free(keys, n);
+	p11_kit_uri_free(u);
+	return r;
+}
+
+static int fn_public_key(mk_key *k, void *userdata)
+{
+	const mk_key_info *i = mk_key_get_info(k);
+
+	if (!i->public_key || !i->public_key_len)
+		return mk_error(-EOPNOTSUPP, "the token does not show this key's public key");
+	return mk_bytes_dup(i->public_key, i->public_key_len, userdata);
+}
+
+int mk_agent_public_key(mk_agent *a, const mk_caller *c, const char *key_uri, mk_bytes *ret)
+{
+	char what[200];
+	int r;
+
+	/* the public object needs no PIN: only fall back to the private key if need be */
+	r = public_key_from_list(a, key_uri, ret);
+	if (r == 0 || r == -ENOMEM)
+		return r;
+	describe(what, sizeof(what), "read the public key", key_uri);
+	return with_key(a, c, key_uri, what, fn_public_key, ret);
+}
+
+typedef struct sign_args {
+	uint16_t suite;
+	const char *label;
+	const uint8_t *content;
+	size_t content_len;
+	mk_bytes *ret;
+} sign_args;
+
+static int fn_sign(mk_key *k, void *userdata)
+{
+	sign_args *s = userdata;
+
+	return mk_mls_sign_with_label(k, s->suite, s->label, s->content, s->content_len, s->ret);
+}
+
+int mk_agent_sign(mk_agent *a, const mk_caller *c, const char *key_uri, uint16_t suite,
+		  const char *label, const uint8_t *content, size_t content_len, mk_bytes *ret_sig)
+{
+	sign_args s = { suite, label, content, content_len, ret_sig };
+	char what[200];
+
+	describe(what, sizeof(what), "sign (MLS SignWithLabel)", key_uri);
+	return with_key(a, c, key_uri, what, fn_sign, &s);
+}
+
+typedef struct open_args {
+	uint16_t suite, kdf, aead;
+	const char *label;
+	const uint8_t *context, *info, *aad, *enc, *ct;
+	size_t context_len, info_len, aad_len, enc_len, ct_len;
+	mk_bytes *ret;
+} open_args;
+
+static int fn_decrypt(mk_key *k, void *userdata)
+{
+	open_args *o = userdata;
+
+	return mk_mls_decrypt_with_label(k, o->suite, o->label, o->context, o->context_len,
+					 o->enc, o->enc_len, o->ct, o->ct_len, o->ret);
+}
+
+int mk_agent_decrypt(mk_agent *a, const mk_caller *c, const char *key_uri, uint16_t suite,
+		     const char *label, const uint8_t *context, size_t context_len,
+		     const uint8_t *kem_output, size_t kem_output_len, const uint8_t *ct,
+		     size_t ct_len, mk_bytes *ret_pt)
+{
+	open_args o = {
+		.suite = suite,
+		.label = label,
+		.context = context,
+		.context_len = context_len,
+		.enc = kem_output,
+		.enc_len = kem_output_len,
+		.ct = ct,
+		.ct_len = ct_len,
+		.ret = ret_pt,
+	};
+	char what[200];
+
+	describe(what, sizeof(what), "decrypt (MLS DecryptWithLabel)", key_uri);
+	return with_key(a, c, key_uri, what, fn_decrypt, &o);
+}
+
+static int fn_hpke_open(mk_key *k, void *userdata)
+{
+	open_args *o = userdata;
+	const mk_key_info *i = mk_key_get_info(k);
+	int r;
+
+	if (mk_key_alg_is_signature(i->alg) || i->alg == MK_ALG_NONE)
+		return mk_error(-EOPNOTSUPP, "key \"%s\" is a %s key; HpkeOpen needs an hpke key",
+				i->label ? i->label : "", mk_key_alg_name(i->alg));
+	r = mk_check_point(i->alg, o->enc, o->enc_len);
+	if (r < 0)
+		return r;
+	return mk_mls_hpke_open(k, o->kdf, o->aead, o->info, o->info_len, o->aad, o->aad_len,
+				o->enc, o->enc_len, o->ct, o->ct_len, o->ret);
+}
+
+int mk_agent_hpke_open(mk_agent *a, const mk_caller *c, const char *key_uri, uint16_t kdf,
+		       uint16_t aead, const uint8_t *info, size_t info_len, const uint8_t *aad,
+		       size_t aad_len, const uint8_t *enc, size_t enc_len, const uint8_t *ct,
+		       size_t ct_len, mk_bytes *ret_pt)
+{
+	open_args o = {
+		.kdf = kdf,
+		.aead = aead,
+		.info = info,
+		.info_len = info_len,
+		.aad = aad,
+		.aad_len = aad_len,
+		.enc = enc,
+		.enc_len = enc_len,
+		.ct = ct,
+		.ct_len = ct_len,
+		.ret = ret_pt,
+	};
+	char what[200];
+
+	describe(what, sizeof(what), "decrypt (HPKE Open)", key_uri);
+	return with_key(a, c, key_uri, what, fn_hpke_open, &o);
+}
+
+int mk_agent_lock(mk_agent *a, const char *token_uri)
+{
+	mk_token_info t = { 0 };
+	int r;
+
+	if (!token_uri[0]) {
+		r = mk_p11_logout(a->p11, NULL);
+	} else {
+		r = token_get(a, token_uri, &t);
+		if (r == 0)
+			r = mk_p11_logout(a->p11, t.uri);
+		mk_token_info_clear(&t);
+	}
+	/* the next operation finds its key again, after the next login */
+	cache_clear(a);
+	return r;
+}

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The agent's operations on tokens, as the D-Bus methods need them, run on worker threads.
+ * Arguments are already checked (agent/check.h). This module owns the loaded modules, the
+ * cache of found keys (one object search per key URI, then none per call), and the login:
+ * when the token wants its PIN, it asks through the pinentry program (one dialog per
+ * token at a time), logs in once with what it got, and runs the operation once more.
+ *
+ * Every function returns 0 or a negative errno of common/error.h with an mk_error()
+ * message for the calling thread that says what to do.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "agent/agent-config.h"
+#include "common/bytes.h"
+#include "pkcs11/p11.h"
+
+typedef struct mk_agent mk_agent;
+
+/* Who asked, as the bus daemon vouches for it; shown in PIN dialogs and logs. */
+typedef struct mk_caller {
+	uid_t uid;
+	pid_t pid;      /* 0 when unknown */
+	char exe[256];  /* the executable (/proc/PID/exe), "" when unknown */
+} mk_caller;
+
+/* Called (from any thread) when the set or state of tokens changed. */
+typedef void (*mk_agent_notify_fn)(void *userdata);
+
+/*
+ * Loads the modules cfg names (p11-kit's and/or by path) and prepares the agent. cfg is
+ * borrowed and must outlive the agent. Returns 0 and *ret, or -ENOENT (no module loaded),
+ * -ENOMEM, ... with a message.
+ */
+int mk_agent_new(const mk_config *cfg, mk_agent **ret);
+
+/* Sets the function called when tokens change (TokensChanged). */
+void mk_agent_set_notify(mk_agent *a, mk_agent_notify_fn fn, void *userdata);
+
+/* Aborts PIN dialogs now and later (shutdown): they end with -ECANCELED. Thread-safe. */
+void mk_agent_abort_dialogs(mk_agent *a);
+
+/* Frees the key cache and finalises the modules. No operation may be running. NULL ok. */
+mk_agent *mk_agent_free(mk_agent *a);
+
+/* ListTokens: a fresh snapshot (mk_token_info_array_free). Emits notify on a change. */
+int mk_agent_list_tokens(mk_agent *a, mk_token_info **ret, size_t *ret_n);
+
+/* ListKeys: keys on every present token (mk_key_info_array_free). Never asks a PIN. */
+int mk_agent_list_keys(mk_agent *a, mk_key_info **ret, size_t *ret_n);
+
+/* GenerateKey on the token token_uri names; *ret_uri is the new key's URI (free()). */
+int mk_agent_generate(mk_agent *a, const mk_caller *c, const char *token_uri, mk_key_alg alg,
+		      const char *label, char **ret_uri);
+
+/* DeleteKey: destroys the pair and forgets cached keys. */
+int mk_agent_delete(mk_agent *a, const mk_caller *c, const char *key_uri);
+
+/* GetPublicKey: the MLS encoding; from the public object when it can, without a PIN. */
+int mk_agent_public_key(mk_agent *a, const mk_caller *c, const char *key_uri, mk_bytes *ret);
+
+/* SignWithLabel; *ret_sig as mk_mls_sign_with_label() makes it. */
+int mk_agent_sign(mk_agent *a, const mk_caller *c, const char *key_uri, uint16_t suite,
+		  const char *label, const uint8_t *content, size_t content_len,
+		  mk_bytes *ret_sig);
+
+/* DecryptWithLabel; kem_output was validated for the suite's KEM. */
+int mk_agent_decrypt(mk_agent *a, const mk_caller *c, const char *key_uri, uint16_t suite,
+		     const char *label, const uint8_t *context, size_t context_len,
+		     const uint8_t *kem_output, size_t kem_output_len, const uint8_t *ct,
+		     size_t ct_len, mk_bytes *ret_pt);
+
+/* HpkeOpen with the key's KEM; enc is validated against the key's curve here. */
+int mk_agent_hpke_open(mk_agent *a, const mk_caller *c, const char *key_uri, uint16_t kdf,
+		       uint16_t aead, const uint8_t *info, size_t info_len, const uint8_t *aad,
+		       size_t aad_len, const uint8_t *enc, size_t enc_len, const uint8_t *ct,
+		       size_t ct_len, mk_bytes *ret_pt);
+
+/* Lock: logs out of the token ("" = every token) and forgets cached keys. */
+int mk_agent_lock(mk_agent *a, const char *token_uri);

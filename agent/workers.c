@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/workers.h"
+#include "common/macros.h"
+
+typedef struct wjob {
+	struct wjob *next;
+	mk_work_fn fn;
+	void *job;
+} wjob;
+
+typedef struct wqueue {
+	char *key;
+	wjob *head, **tail;
+	unsigned waiting; /* jobs queued, not yet taken */
+	unsigned threads; /* threads serving this queue */
+	unsigned idle;    /* of which waiting for work */
+	pthread_cond_t cond;
+} wqueue;
+
+typedef struct wthread {
+	struct wthread *next;
+	pthread_t tid;
+	mk_workers *w;
+	wqueue *q;
+} wthread;
+
+struct mk_workers {
+	pthread_mutex_t lock;
+	wqueue *queues[MK_WORKERS_MAX_QUEUES];
+	size_t n_queues;
+	wthread *threads;
+	unsigned per_queue, max_queue;
+	bool stopping;
+};
+
+int mk_workers_new(unsigned threads_per_queue, unsigned max_queue, mk_workers **ret)
+{
+	mk_workers *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return -ENOMEM;
+	pthread_mutex_init(&w->lock, NULL);
+	w->per_queue = threads_per_queue ? threads_per_queue : 1;
+	w->max_queue = max_queue ? max_queue : 1;
+	*ret = w;
+	return 0;
+}
+
+static void *worker_main(void *arg)
+{
+	wthread *t = arg;
+	mk_workers *w = t->w;
+	wqueue *q = t->q;
+
+	pthread_mutex_lock(&w->lock);
+	for (;;) {
+		wjob *j;
+
+		while (!w->stopping && !q->head) {
+			q->idle++;
+			pthread_cond_wait(&q->cond, &w->lock);
+			q->idle--;
+		}
+		if (w->stopping)
+			break;
+		j = q->head;
+		q->head = j->next;
+		if (!q->head)
+			q->tail = &q->head;
+		q->waiting--;
+		pthread_mutex_unlock(&w->lock);
+		j->fn(j->job, 0);
+		free(j);
+		pthread_mutex_lock(&w->lock);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+/* Under w->lock. */
+static wqueue *get_queue(mk_workers *w, const char *key)
+{
+	wqueue *q;
+
+	for (size_t i = 0; i < w->n_queues; i++)
+		if (strcmp(w->queues[i]->key, key) == 0)
+			return w->queues[i];
+	/* the last slot is kept for the shared queue "" */
+	if (w->n_queues >= MK_WORKERS_MAX_QUEUES - 1 && key[0])
+		return get_queue(w, "");
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return NULL;
+	q->key = strdup(key);
+	if (!q->key) {
+		free(q);
+		return NULL;
+	}
+	q->tail = &q->head;
+	pthread_cond_init(&q->cond, NULL);
+	w->queues[w->n_queues++] = q;
+	return q;
+}
+
+/* Under w->lock. */
+static int add_thread(mk_workers *w, wqueue *q)
+{
+	wthread *t = calloc(1, sizeof(*t));
+	int r;
+
+	if (!t)
+		return -ENOMEM;
+	t->w = w;
+	t->q = q;
+	r = pthread_create(&t->tid, NULL, worker_main, t);
+	if (r != 0) {
+		free(t);
+		return -r;
+	}
+	t->next = w->threads;
+	w->threads = t;
+	q->threads++;
+	return 0;
+}
+
+int mk_workers_submit(mk_workers *w, const char *key, mk_work_fn fn, void *job)
+{
+	wjob *j;
+	wqueue *q;
+	int r = 0;
+
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->fn = fn;
+	j->job = job;
+	pthread_mutex_lock(&w->lock);
+	if (w->stopping) {
+		r = -ECANCELED;
+		goto fail;
+	}
+	q = get_queue(w, key);
+	if (!q) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	if (q->waiting >= w->max_queue) {
+		r = -EBUSY;
+		goto fail;
+	}
+	/* more jobs waiting than idle threads to take them: start one, up to the limit */
+	if (q->waiting + 1 > q->idle && q->threads < w->per_queue) {
+		r = add_thread(w, q);
+		if (r < 0 && q->threads == 0)
+			goto fail;
+		r = 0;
+	}
+	*q->tail = j;
+	q->tail = &j->next;
+	q->waiting++;
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&w->lock);
+	return 0;
+fail:
+	pthread_mutex_unlock(&w->lock);
+	free(j);
+	return r;
+}
+
+unsigned mk_workers_waiting(mk_workers *w)
+{
+	unsigned n = 0;
+
+	pthread_mutex_lock(&w->lock);
+	for (size_t i = 0; i < w->n_queues; i++)
+		n += w->queues[i]->waiting;
+	pthread_mutex_unlock(&w->lock);
+	return n;
+}
+
+mk_workers *mk_workers_free(mk_workers *w)
+{
+	wthread *t;
+
+	if (!w)
+		return NULL;
+	pthread_mutex_lock(&w->lock);
+	w->stopping = true;
+	for (size_t i = 0; i < w->n_queues; i++)
+		pthread_cond_broadcast(&w->queues[i]->cond);
+	pthread_mutex_unlock(&w->lock);
+	/* running jobs finish; then nobody touches the queues but us */
+	while ((t = w->threads)) {
+		w->threads = t->next;
+		pthread_join(t->tid, NULL);
+		free(t);
+	}
+	for (size_t i = 0; i < w->n_queues; i++) {
+		wqueue *q = w->queues[i];
+		wjob *j;
+
+		while ((j = q->head)) {
+			q->head = j->next;
+			j->fn(j->job, -ECANCELED);
+			free(j);
+		}
+		pthread_cond_destroy(&q->cond);
+		free(q->key);
+		free(q);
+	}
+	pthread_mutex_destroy(&w->lock);
+	free(w);
+	return NULL;
+}

@@ -1,0 +1,1490 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <dbus/dbus.h>
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/check.h"
+#include "agent/log.h"
+#include "agent/workers.h"
+#include "common/error.h"
+#include "config.h"
+#include "ipc/bus.h"
+#include "ipc/introspect-xml.h" /* mk_interface_xml: ipc/org.mlskey.Agent1.xml */
+
+#define PEER_BUCKETS 256
+#define PEER_MAX 4096
+
+typedef struct peer {
+	struct peer *next;
+	char *name; /* unique bus name */
+	mk_caller caller;
+} peer;
+
+typedef struct tmo {
+	DBusTimeout *t;
+	long long due_ms; /* CLOCK_MONOTONIC; -1 when disabled */
+} tmo;
+
+typedef struct job job;
+
+struct mk_bus {
+	const mk_config *cfg;
+	DBusConnection *conn;
+	mk_agent *agent;
+	mk_workers *workers;
+	int efd; /* eventfd: a job finished, or tokens changed */
+	int sfd; /* signalfd: stop */
+	DBusWatch **watches;
+	size_t n_watches;
+	tmo *timeouts;
+	size_t n_timeouts;
+	pthread_mutex_t done_lock;
+	job *done_head, **done_tail;
+	atomic_bool tokens_changed;
+	peer *peers[PEER_BUCKETS];
+	size_t n_peers;
+	char *introspect;
+	uid_t uid;
+	bool quit;
+	int quit_r;
+};
+
+typedef struct method method;
+
+typedef struct blob {
+	const uint8_t *p;
+	size_t n;
+} blob;
+
+struct job {
+	job *next;
+	mk_bus *bus;
+	const method *m;
+	DBusMessage *msg; /* referenced: the borrowed arguments below point into it */
+	DBusMessage *reply;
+	mk_caller caller;
+	char *queue;      /* the token's worker queue */
+	const char *uri;  /* key or token */
+	const char *s1, *s2, *label;
+	uint16_t q1, q2;
+	mk_key_alg alg;
+	blob ay[4];
+	int result;
+	bool keys_changed;
+};
+
+struct method {
+	const char *name;
+	const char *in_sig;
+	const char *out_sig;
+	/* bus thread: reads and checks the arguments into j; 0 or a negative errno */
+	int (*check)(mk_bus *b, job *j);
+	/* worker: the token work; sets j->reply, or j->result < 0 */
+	void (*run)(job *j);
+};
+
+/* --- errors ------------------------------------------------------------------------------ */
+
+const char *mk_bus_error_name(int r)
+{
+	static const struct {
+		const char *short_name, *full;
+	} names[] = {
+		{ "NoSuchKey", MK_BUS_ERROR_PREFIX "NoSuchKey" },
+		{ "NoSuchToken", MK_BUS_ERROR_PREFIX "NoSuchToken" },
+		{ "TokenAbsent", MK_BUS_ERROR_PREFIX "TokenAbsent" },
+		{ "Unsupported", MK_BUS_ERROR_PREFIX "Unsupported" },
+		{ "InvalidInput", MK_BUS_ERROR_PREFIX "InvalidInput" },
+		{ "PinIncorrect", MK_BUS_ERROR_PREFIX "PinIncorrect" },
+		{ "PinLocked", MK_BUS_ERROR_PREFIX "PinLocked" },
+		{ "Cancelled", MK_BUS_ERROR_PREFIX "Cancelled" },
+		{ "AccessDenied", MK_BUS_ERROR_PREFIX "AccessDenied" },
+		{ "DecryptFailed", MK_BUS_ERROR_PREFIX "DecryptFailed" },
+		{ "TokenError", MK_BUS_ERROR_PREFIX "TokenError" },
+		{ "Busy", MK_BUS_ERROR_PREFIX "Busy" },
+		{ "NoMemory", DBUS_ERROR_NO_MEMORY },
+	};
+	const char *n = mk_error_name(r);
+
+	for (size_t i = 0; i < ELEMENTSOF(names); i++)
+		if (strcmp(n, names[i].short_name) == 0)
+			return names[i].full;
+	return MK_BUS_ERROR_PREFIX "TokenError";
+}
+
+static DBusMessage *error_reply(DBusMessage *msg, int r)
+{
+	return dbus_message_new_error(msg, mk_bus_error_name(r), mk_error_text(r));
+}
+
+/* --- the event loop: libdbus watches and timeouts on our own poll() ------------------------ */
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static dbus_bool_t add_watch(DBusWatch *w, void *data)
+{
+	mk_bus *b = data;
+	DBusWatch **n = realloc(b->watches, (b->n_watches + 1) * sizeof(*n));
+
+	if (!n)
+		return FALSE;
+	b->watches = n;
+	b->watches[b->n_watches++] = w;
+	return TRUE;
+}
+
+static void remove_watch(DBusWatch *w, void *data)
+{
+	mk_bus *b = data;
+
+	for (size_t i = 0; i < b->n_watches; i++)
+		if (b->watches[i] == w) {
+			b->watches[i] = b->watches[--b->n_watches];
+			return;
+		}
+}
+
+static void toggle_watch(DBusWatch *w, void *data)
+{
+	/* the loop reads dbus_watch_get_enabled() each round */
+	(void)w, (void)data;
+}
+
+static void arm(tmo *t)
+{
+	t->due_ms = dbus_timeout_get_enabled(t->t) ? now_ms() + dbus_timeout_get_interval(t->t)
+						   : -1;
+}
+
+static dbus_bool_t add_timeout(DBusTimeout *t, void *data)
+{
+	mk_bus *b = data;
+	tmo *n = realloc(b->timeouts, (b->n_timeouts + 1) * sizeof(*n));
+
+	if (!n)
+		return FALSE;
+	b->timeouts = n;
+	b->timeouts[b->n_timeouts].t = t;
+	arm(&b->timeouts[b->n_timeouts++]);
+	return TRUE;
+}
+
+static void remove_timeout(DBusTimeout *t, void *data)
+{
+	mk_bus *b = data;
+
+	for (size_t i = 0; i < b->n_timeouts; i++)
+		if (b->timeouts[i].t == t) {
+			b->timeouts[i] = b->timeouts[--b->n_timeouts];
+			return;
+		}
+}
+
+static void toggle_timeout(DBusTimeout *t, void *data)
+{
+	mk_bus *b = data;
+
+	for (size_t i = 0; i < b->n_timeouts; i++)
+		if (b->timeouts[i].t == t)
+			arm(&b->timeouts[i]);
+}
+
+static void poke(mk_bus *b)
+{
+	uint64_t one = 1;
+
+	if (write(b->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		mk_log(LOG_ERR, "cannot wake the bus thread: %m");
+}
+
+static void wakeup_main(void *data)
+{
+	poke(data);
+}
+
+/* --- callers ----------------------------------------------------------------------------- */
+
+static unsigned hash_name(const char *s)
+{
+	unsigned h = 5381;
+
+	while (*s)
+		h = h * 33 + (unsigned char)*s++;
+	return h % PEER_BUCKETS;
+}
+
+static void peers_clear(mk_bus *b)
+{
+	for (size_t i = 0; i < PEER_BUCKETS; i++) {
+		peer *p;
+
+		while ((p = b->peers[i])) {
+			b->peers[i] = p->next;
+			free(p->name);
+			free(p);
+		}
+	}
+	b->n_peers = 0;
+}
+
+static void peer_forget(mk_bus *b, const char *name)
+{
+	peer **pp = &b->peers[hash_name(name)];
+
+	for (; *pp; pp = &(*pp)->next)
+		if (strcmp((*pp)->name, name) == 0) {
+			peer *p = *pp;
+
+			*pp = p->next;
+			free(p->name);
+			free(p);
+			b->n_peers--;
+			return;
+		}
+}
+
+/* Asks the bus who `name` is (uid, pid), once per connection. Bus thread only. */
+static int peer_lookup(mk_bus *b, const char *name, mk_caller *ret)
+{
+	DBusMessage *call, *reply;
+	DBusMessageIter it, arr;
+	DBusError err;
+	bool have_uid = false;
+	peer *p;
+	unsigned h = hash_name(name);
+
+	for (p = b->peers[h]; p; p = p->next)
+		if (strcmp(p->name, name) == 0) {
+			*ret = p->caller;
+			return 0;
+		}
+	call = dbus_message_new_method_call(DBUS_SERVICE_DBUS, DBUS_PATH_DBUS, DBUS_INTERFACE_DBUS,
+					    "GetConnectionCredentials");
+	if (!call || !dbus_message_append_args(call, DBUS_TYPE_STRING, &name, DBUS_TYPE_INVALID)) {
+		if (call)
+			dbus_message_unref(call);
+		return -ENOMEM;
+	}
+	dbus_error_init(&err);
+	reply = dbus_connection_send_with_reply_and_block(b->conn, call, 5000, &err);
+	dbus_message_unref(call);
+	if (!reply) {
+		int r = mk_error(-EACCES, "cannot identify the caller %s: %s", name, err.message);
+
+		dbus_error_free(&err);
+		return r;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p || !(p->name = strdup(name))) {
+		free(p);
+		dbus_message_unref(reply);
+		return -ENOMEM;
+	}
+	dbus_message_iter_init(reply, &it);
+	if (dbus_message_iter_get_arg_type(&it) == DBUS_TYPE_ARRAY) {
+		dbus_message_iter_recurse(&it, &arr);
+		while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_DICT_ENTRY) {
+			DBusMessageIter e, v;
+			const char *key;
+			dbus_uint32_t u;
+
+			dbus_message_iter_recurse(&arr, &e);
+			dbus_message_iter_get_basic(&e, &key);
+			dbus_message_iter_next(&e);
+			dbus_message_iter_recurse(&e, &v);
+			if (dbus_message_iter_get_arg_type(&v) == DBUS_TYPE_UINT32) {
+				dbus_message_iter_get_basic(&v, &u);
+				if (strcmp(key, "UnixUserID") == 0) {
+					p->caller.uid = (uid_t)u;
+					have_uid = true;
+				} else if (strcmp(key, "ProcessID") == 0) {
+					p->caller.pid = (pid_t)u;
+				}
+			}
+			dbus_message_iter_next(&arr);
+		}
+	}
+	dbus_message_unref(reply);
+	if (!have_uid) {
+		free(p->name);
+		free(p);
+		return mk_error(-EACCES, "the bus did not say which user %s is", name);
+	}
+	if (p->caller.pid > 0) {
+		char link[64];
+		ssize_t n;
+
+		snprintf(link, sizeof(link), "/proc/%d/exe", (int)p->caller.pid);
+		n = readlink(link, p->caller.exe, sizeof(p->caller.exe) - 1);
+		p->caller.exe[n > 0 ? n : 0] = '\0';
+	}
+	if (b->n_peers >= PEER_MAX)
+		peers_clear(b);
+	p->next = b->peers[h];
+	b->peers[h] = p;
+	b->n_peers++;
+	*ret = p->caller;
+	return 0;
+}
+
+/* --- argument helpers (bus thread) ---------------------------------------------------------- */
+
+static int check_key_uri(job *j, const char *uri)
+{
+	int r = mk_check_key_uri(uri);
+
+	if (r < 0)
+		return r;
+	j->uri = uri;
+	return mk_uri_token_part(uri, &j->queue);
+}
+
+static int get_ay(mk_bus *b, DBusMessageIter *it, const char *what, blob *ret)
+{
+	DBusMessageIter sub;
+	int n = 0;
+
+	dbus_message_iter_recurse(it, &sub);
+	if (dbus_message_iter_get_arg_type(&sub) == DBUS_TYPE_BYTE)
+		dbus_message_iter_get_fixed_array(&sub, &ret->p, &n);
+	else
+		ret->p = NULL;
+	ret->n = n > 0 ? (size_t)n : 0;
+	dbus_message_iter_next(it);
+	return mk_check_array(b->cfg, what, ret->n);
+}
+
+static const char *get_s(DBusMessageIter *it)
+{
+	const char *s;
+
+	dbus_message_iter_get_basic(it, &s);
+	dbus_message_iter_next(it);
+	return s;
+}
+
+static uint16_t get_q(DBusMessageIter *it)
+{
+	dbus_uint16_t q;
+
+	dbus_message_iter_get_basic(it, &q);
+	dbus_message_iter_next(it);
+	return q;
+}
+
+/* --- reply helpers (workers) --------------------------------------------------------------- */
+
+static bool append_ay(DBusMessageIter *it, const uint8_t *p, size_t n)
+{
+	DBusMessageIter a;
+	const uint8_t *q = p ? p : (const uint8_t *)"";
+
+	return dbus_message_iter_open_container(it, DBUS_TYPE_ARRAY, "y", &a) &&
+	       dbus_message_iter_append_fixed_array(&a, DBUS_TYPE_BYTE, &q, (int)n) &&
+	       dbus_message_iter_close_container(it, &a);
+}
+
+static void reply_ay(job *j, const mk_bytes *v)
+{
+	DBusMessageIter it;
+
+	if (v->len > INT_MAX) {
+		j->result = mk_error(-EIO, "the result is too large for D-Bus");
+		return;
+	}
+	j->reply = dbus_message_new_method_return(j->msg);
+	if (!j->reply)
+		return;
+	dbus_message_iter_init_append(j->reply, &it);
+	if (!append_ay(&it, v->data, v->len)) {
+		dbus_message_unref(j->reply);
+		j->reply = NULL;
+	}
+}
+
+static void reply_empty(job *j)
+{
+	j->reply = dbus_message_new_method_return(j->msg);
+}
+
+typedef struct dict {
+	DBusMessageIter *parent;
+	bool ok;
+} dict;
+
+/* One a{sv} entry; sig is the variant's signature, val points to a basic value. */
+static void dict_basic(dict *d, const char *key, int type, const char *sig, const void *val)
+{
+	DBusMessageIter e, v;
+
+	if (!d->ok)
+		return;
+	d->ok = dbus_message_iter_open_container(d->parent, DBUS_TYPE_DICT_ENTRY, NULL, &e) &&
+		dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key) &&
+		dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, sig, &v) &&
+		dbus_message_iter_append_basic(&v, type, val) &&
+		dbus_message_iter_close_container(&e, &v) &&
+		dbus_message_iter_close_container(d->parent, &e);
+}
+
+static void dict_s(dict *d, const char *key, const char *s)
+{
+	const char *v = s ? s : "";
+
+	dict_basic(d, key, DBUS_TYPE_STRING, "s", &v);
+}
+
+static void dict_b(dict *d, const char *key, bool b)
+{
+	dbus_bool_t v = b;
+
+	dict_basic(d, key, DBUS_TYPE_BOOLEAN, "b", &v);
+}
+
+static void dict_array(dict *d, const char *key, int type, const char *sig, const void *p,
+		       size_t n)
+{
+	DBusMessageIter e, v, a;
+
+	if (!d->ok)
+		return;
+	d->ok = dbus_message_iter_open_container(d->parent, DBUS_TYPE_DICT_ENTRY, NULL, &e) &&
+		dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key) &&
+		dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, sig, &v) &&
+		dbus_message_iter_open_container(&v, DBUS_TYPE_ARRAY, sig + 1, &a) &&
+		dbus_message_iter_append_fixed_array(&a, type, &p, (int)n) &&
+		dbus_message_iter_close_container(&v, &a) &&
+		dbus_message_iter_close_container(&e, &v) &&
+		dbus_message_iter_close_container(d->parent, &e);
+}
+
+/* Starts one (sa{sv}) entry of a listing; returns the dict to fill, or d.ok false. */
+static bool entry_open(DBusMessageIter *list, DBusMessageIter *st, DBusMessageIter *dm,
+		       const char *uri)
+{
+	const char *u = uri ? uri : "";
+
+	return dbus_message_iter_open_container(list, DBUS_TYPE_STRUCT, NULL, st) &&
+	       dbus_message_iter_append_basic(st, DBUS_TYPE_STRING, &u) &&
+	       dbus_message_iter_open_container(st, DBUS_TYPE_ARRAY, "{sv}", dm);
+}
+
+static bool entry_close(DBusMessageIter *list, DBusMessageIter *st, DBusMessageIter *dm)
+{
+	return dbus_message_iter_close_container(st, dm) &&
+	       dbus_message_iter_close_container(list, st);
+}
+
+/* --- the methods --------------------------------------------------------------------------- */
+
+static int check_none(mk_bus *b, job *j)
+{
+	(void)b;
+	j->queue = strdup("");
+	return j->queue ? 0 : -ENOMEM;
+}
+
+static void run_list_tokens(job *j)
+{
+	mk_token_info *t = NULL;
+	size_t n = 0;
+	DBusMessageIter it, list;
+	bool ok;
+
+	j->result = mk_agent_list_tokens(j->bus->agent, &t, &n);
+	if (j->result < 0)
+		return;
+	j->reply = dbus_message_new_method_return(j->msg);
+	ok = j->reply != NULL;
+	if (ok) {
+		dbus_message_iter_init_append(j->reply, &it);
+		ok = dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "(sa{sv})", &list);
+	}
+	for (size_t i = 0; ok && i < n; i++) {
+		DBusMessageIter st, dm;
+		dict d = { &dm, true };
+
+		ok = entry_open(&list, &st, &dm, t[i].uri);
+		if (!ok)
+			break;
+		dict_s(&d, "label", t[i].label);
+		dict_s(&d, "manufacturer", t[i].manufacturer);
+		dict_s(&d, "model", t[i].model);
+		dict_s(&d, "serial", t[i].serial);
+		dict_s(&d, "module", t[i].module);
+		dict_b(&d, "present", t[i].present);
+		dict_b(&d, "logged_in", t[i].logged_in);
+		dict_b(&d, "login_required", t[i].login_required);
+		dict_b(&d, "pin_count_low", t[i].pin_count_low);
+		dict_b(&d, "pin_final_try", t[i].pin_final_try);
+		dict_b(&d, "pin_locked", t[i].pin_locked);
+		dict_b(&d, "protected_auth_path", t[i].protected_auth_path);
+		dict_b(&d, "write_protected", t[i].write_protected);
+		ok = d.ok && entry_close(&list, &st, &dm);
+	}
+	if (ok)
+		ok = dbus_message_iter_close_container(&it, &list);
+	if (!ok && j->reply) {
+		dbus_message_iter_abandon_container_if_open(&it, &list);
+		dbus_message_unref(j->reply);
+		j->reply = NULL;
+	}
+	if (!ok)
+		j->result = -ENOMEM;
+	mk_token_info_array_free(t, n);
+}
+
+static void run_list_keys(job *j)
+{
+	mk_key_info *k = NULL;
+	size_t n = 0;
+	DBusMessageIter it, list;
+	bool ok;
+
+	j->result = mk_agent_list_keys(j->bus->agent, &k, &n);
+	if (j->result < 0)
+		return;
+	j->reply = dbus_message_new_method_return(j->msg);
+	ok = j->reply != NULL;
+	if (ok) {
+		dbus_message_iter_init_append(j->reply, &it);
+		ok = dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "(sa{sv})", &list);
+	}
+	for (size_t i = 0; ok && i < n; i++) {
+		DBusMessageIter st, dm;
+		dict d = { &dm, true };
+		uint16_t suites[8];
+		size_t ns = mk_key_alg_suites(k[i].alg, suites, ELEMENTSOF(suites));
+		const char *purpose = k[i].alg == MK_ALG_NONE		    ? ""
+				      : mk_key_alg_is_signature(k[i].alg) ? "signature"
+									    : "hpke";
+
+		ok = entry_open(&list, &st, &dm, k[i].uri);
+		if (!ok)
+			break;
+		dict_s(&d, "label", k[i].label);
+		dict_array(&d, "id", DBUS_TYPE_BYTE, "ay", k[i].id, k[i].id ? k[i].id_len : 0);
+		dict_s(&d, "token", k[i].token_uri);
+		dict_s(&d, "purpose", purpose);
+		dict_s(&d, "algorithm", mk_key_alg_name(k[i].alg));
+		dict_array(&d, "cipher_suites", DBUS_TYPE_UINT16, "aq", suites, ns);
+		dict_array(&d, "public_key", DBUS_TYPE_BYTE, "ay", k[i].public_key,
+			   k[i].public_key ? k[i].public_key_len : 0);
+		dict_b(&d, "usable", k[i].alg != MK_ALG_NONE && !k[i].reason);
+		dict_s(&d, "reason", k[i].reason);
+		dict_b(&d, "local", k[i].local);
+		dict_b(&d, "never_extractable", k[i].never_extractable);
+		dict_b(&d, "always_sensitive", k[i].always_sensitive);
+		dict_b(&d, "always_authenticate", k[i].always_authenticate);
+		/* the token layer does not report certificates yet */
+		dict_b(&d, "has_certificate", false);
+		ok = d.ok && entry_close(&list, &st, &dm);
+	}
+	if (ok)
+		ok = dbus_message_iter_close_container(&it, &list);
+	if (!ok && j->reply) {
+		dbus_message_iter_abandon_container_if_open(&it, &list);
+		dbus_message_unref(j->reply);
+		j->reply = NULL;
+	}
+	if (!ok)
+		j->result = -ENOMEM;
+	mk_key_info_array_free(k, n);
+}
+
+static int check_generate(mk_bus *b, job *j)
+{
+	DBusMessageIter it, opts;
+	int r;
+
+	dbus_message_iter_init(j->msg, &it);
+	j->uri = get_s(&it);
+	j->s1 = get_s(&it);
+	j->s2 = get_s(&it);
+	j->label = get_s(&it);
+	r = mk_check_token_uri(j->uri, false);
+	if (r < 0)
+		return r;
+	r = mk_check_algorithm(j->s1, j->s2, &j->alg);
+	if (r < 0)
+		return r;
+	r = mk_check_label(b->cfg, "the key label", j->label);
+	if (r < 0)
+		return r;
+	dbus_message_iter_recurse(&it, &opts);
+	if (dbus_message_iter_get_arg_type(&opts) == DBUS_TYPE_DICT_ENTRY) {
+		DBusMessageIter e;
+		const char *key;
+
+		dbus_message_iter_recurse(&opts, &e);
+		dbus_message_iter_get_basic(&e, &key);
+		return mk_error(-EINVAL, "GenerateKey option \"%.64s\" is unknown; no options are "
+					 "defined yet, pass an empty a{sv}",
+				key);
+	}
+	return mk_uri_token_part(j->uri, &j->queue);
+}
+
+static void run_generate(job *j)
+{
+	_cleanup_free_ char *uri = NULL;
+
+	j->result = mk_agent_generate(j->bus->agent, &j->caller, j->uri, j->alg, j->label, &uri);
+	if (j->result < 0)
+		return;
+	j->keys_changed = true;
+	j->reply = dbus_message_new_method_return(j->msg);
+	if (j->reply &&
+	    !dbus_message_append_args(j->reply, DBUS_TYPE_STRING, &uri, DBUS_TYPE_INVALID)) {
+		dbus_message_unref(j->reply);
+		j->reply = NULL;
+	}
+	if (j->reply)
+		mk_log(LOG_NOTICE, "generated %s key %s", mk_key_alg_name(j->alg), uri);
+}
+
+static int check_key_only(mk_bus *b, job *j)
+{
+	DBusMessageIter it;
+
+	(void)b;
+	dbus_message_iter_init(j->msg, &it);
+	return check_key_uri(j, get_s(&it));
+}
+
+static void run_delete(job *j)
+{
+	j->result = mk_agent_delete(j->bus->agent, &j->caller, j->uri);
+	if (j->result < 0)
+		return;
+	j->keys_changed = true;
+	reply_empty(j);
+}
+
+static void run_public_key(job *j)
+{
+	_cleanup_bytes_ mk_bytes pub = MK_BYTES_NULL;
+
+	j->result = mk_agent_public_key(j->bus->agent, &j->caller, j->uri, &pub);
+	if (j->result == 0)
+		reply_ay(j, &pub);
+}
+
+static int check_sign(mk_bus *b, job *j)
+{
+	DBusMessageIter it;
+	const mk_suite *s;
+	int r;
+
+	dbus_message_iter_init(j->msg, &it);
+	r = check_key_uri(j, get_s(&it));
+	if (r < 0)
+		return r;
+	j->q1 = get_q(&it);
+	j->label = get_s(&it);
+	r = mk_check_suite(j->q1, &s);
+	if (r < 0)
+		return r;
+	r = mk_check_label(b->cfg, "the label", j->label);
+	if (r < 0)
+		return r;
+	return get_ay(b, &it, "the content", &j->ay[0]);
+}
+
+static void run_sign(job *j)
+{
+	_cleanup_bytes_ mk_bytes sig = MK_BYTES_NULL;
+
+	j->result = mk_agent_sign(j->bus->agent, &j->caller, j->uri, j->q1, j->label, j->ay[0].p,
+				  j->ay[0].n, &sig);
+	if (j->result == 0)
+		reply_ay(j, &sig);
+}
+
+static int check_decrypt(mk_bus *b, job *j)
+{
+	static const char *const what[] = { "the context", "the KEM output", "the ciphertext" };
+	DBusMessageIter it;
+	const mk_suite *s;
+	int r;
+
+	dbus_message_iter_init(j->msg, &it);
+	r = check_key_uri(j, get_s(&it));
+	if (r < 0)
+		return r;
+	j->q1 = get_q(&it);
+	j->label = get_s(&it);
+	r = mk_check_suite(j->q1, &s);
+	if (r < 0)
+		return r;
+	r = mk_check_label(b->cfg, "the label", j->label);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < 3; i++) {
+		r = get_ay(b, &it, what[i], &j->ay[i]);
+		if (r < 0)
+			return r;
+	}
+	/* the suite fixes the KEM: a bad point never reaches a worker, let alone the token */
+	return mk_check_point(s->kem_alg, j->ay[1].p, j->ay[1].n);
+}
+
+static void run_decrypt(job *j)
+{
+	_cleanup_bytes_ mk_bytes pt = MK_BYTES_NULL;
+
+	j->result = mk_agent_decrypt(j->bus->agent, &j->caller, j->uri, j->q1, j->label,
+				     j->ay[0].p, j->ay[0].n, j->ay[1].p, j->ay[1].n, j->ay[2].p,
+				     j->ay[2].n, &pt);
+	if (j->result == 0)
+		reply_ay(j, &pt);
+}
+
+static int check_hpke_open(mk_bus *b, job *j)
+{
+	static const char *const what[] = { "the info", "the aad", "the enc", "the ciphertext" };
+	DBusMessageIter it;
+	int r;
+
+	dbus_message_iter_init(j->msg, &it);
+	r = check_key_uri(j, get_s(&it));
+	if (r < 0)
+		return r;
+	j->q1 = get_q(&it);
+	j->q2 = get_q(&it);
+	r = mk_check_hpke_ids(j->q1, j->q2);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < 4; i++) {
+		r = get_ay(b, &it, what[i], &j->ay[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static void run_hpke_open(job *j)
+{
+	_cleanup_bytes_ mk_bytes pt = MK_BYTES_NULL;
+
+	j->result = mk_agent_hpke_open(j->bus->agent, &j->caller, j->uri, j->q1, j->q2,
+				       j->ay[0].p, j->ay[0].n, j->ay[1].p, j->ay[1].n, j->ay[2].p,
+				       j->ay[2].n, j->ay[3].p, j->ay[3].n, &pt);
+	if (j->result == 0)
+		reply_ay(j, &pt);
+}
+
+static int check_lock(mk_bus *b, job *j)
+{
+	DBusMessageIter it;
+	int r;
+
+	(void)b;
+	dbus_message_iter_init(j->msg, &it);
+	j->uri = get_s(&it);
+	r = mk_check_token_uri(j->uri, true);
+	if (r < 0)
+		return r;
+	if (!j->uri[0])
+		return check_none(b, j);
+	return mk_uri_token_part(j->uri, &j->queue);
+}
+
+static void run_lock(job *j)
+{
+	j->result = mk_agent_lock(j->bus->agent, j->uri);
+	if (j->result == 0)
+		reply_empty(j);
+}
+
+/* The interface, one line per method (docs/API.md, ipc/org.mlskey.Agent1.xml). */
+static const method methods[] = {
+	{ "ListTokens", "", "a(sa{sv})", check_none, run_list_tokens },
+	{ "ListKeys", "", "a(sa{sv})", check_none, run_list_keys },
+	{ "GenerateKey", "ssssa{sv}", "s", check_generate, run_generate },
+	{ "DeleteKey", "s", "", check_key_only, run_delete },
+	{ "GetPublicKey", "s", "ay", check_key_only, run_public_key },
+	{ "SignWithLabel", "sqsay", "ay", check_sign, run_sign },
+	{ "DecryptWithLabel", "sqsayayay", "ay", check_decrypt, run_decrypt },
+	{ "HpkeOpen", "sqqayayayay", "ay", check_hpke_open, run_hpke_open },
+	{ "Lock", "s", "", check_lock, run_lock },
+};
+
+/* --- jobs ---------------------------------------------------------------------------------- */
+
+static void job_free(job *j)
+{
+	if (j->msg)
+		dbus_message_unref(j->msg);
+	if (j->reply)
+		dbus_message_unref(j->reply);
+	free(j->queue);
+	free(j);
+}
+
+static void job_log(job *j)
+{
+	int prio = j->result < 0 ? LOG_NOTICE : LOG_INFO;
+
+	if (!mk_log_enabled(prio))
+		return;
+	if (j->result < 0)
+		mk_log(prio, "%s uid=%u pid=%d exe=%s uri=%s: %s: %s", j->m->name,
+		       (unsigned)j->caller.uid, (int)j->caller.pid,
+		       j->caller.exe[0] ? j->caller.exe : "?", j->uri ? j->uri : "-",
+		       mk_error_name(j->result), mk_error_text(j->result));
+	else
+		mk_log(prio, "%s uid=%u pid=%d exe=%s uri=%s: ok", j->m->name,
+		       (unsigned)j->caller.uid, (int)j->caller.pid,
+		       j->caller.exe[0] ? j->caller.exe : "?", j->uri ? j->uri : "-");
+}
+
+/* Worker thread: runs the job, builds the reply, and hands it to the bus thread. */
+static void job_run(void *p, int status)
+{
+	job *j = p;
+	mk_bus *b = j->bus;
+
+	mk_error_clear();
+	if (status < 0)
+		j->result = mk_error(-EBUSY, "mlskeyd is stopping; retry");
+	else
+		j->m->run(j);
+	if (!j->reply && j->result == 0)
+		j->result = -ENOMEM;
+	if (j->result < 0) {
+		if (j->reply)
+			dbus_message_unref(j->reply);
+		j->reply = error_reply(j->msg, j->result);
+	}
+	job_log(j);
+	pthread_mutex_lock(&b->done_lock);
+	j->next = NULL;
+	*b->done_tail = j;
+	b->done_tail = &j->next;
+	pthread_mutex_unlock(&b->done_lock);
+	poke(b);
+}
+
+static void emit(mk_bus *b, const char *signal)
+{
+	DBusMessage *m = dbus_message_new_signal(MK_BUS_PATH, MK_BUS_INTERFACE, signal);
+
+	if (!m)
+		return;
+	dbus_connection_send(b->conn, m, NULL);
+	dbus_message_unref(m);
+}
+
+/* Bus thread: sends the replies of finished jobs. */
+static void flush_done(mk_bus *b)
+{
+	job *list, *j;
+	uint64_t v;
+
+	if (read(b->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		mk_log(LOG_ERR, "eventfd: %m");
+	pthread_mutex_lock(&b->done_lock);
+	list = b->done_head;
+	b->done_head = NULL;
+	b->done_tail = &b->done_head;
+	pthread_mutex_unlock(&b->done_lock);
+	while ((j = list)) {
+		list = j->next;
+		/* a caller that went away meanwhile just never sees this: the bus drops it */
+		if (j->reply)
+			dbus_connection_send(b->conn, j->reply, NULL);
+		if (j->keys_changed)
+			emit(b, "KeysChanged");
+		job_free(j);
+	}
+	if (atomic_exchange(&b->tokens_changed, false))
+		emit(b, "TokensChanged");
+}
+
+static void tokens_changed(void *userdata)
+{
+	mk_bus *b = userdata;
+
+	atomic_store(&b->tokens_changed, true);
+	poke(b);
+}
+
+/* --- dispatch (bus thread) ------------------------------------------------------------------ */
+
+static void reply_error_now(mk_bus *b, DBusMessage *msg, const char *name, const char *text)
+{
+	DBusMessage *e;
+
+	if (dbus_message_get_no_reply(msg))
+		return;
+	e = dbus_message_new_error(msg, name, text);
+	if (e) {
+		dbus_connection_send(b->conn, e, NULL);
+		dbus_message_unref(e);
+	}
+}
+
+static void reply_errno_now(mk_bus *b, DBusMessage *msg, int r)
+{
+	reply_error_now(b, msg, mk_bus_error_name(r), mk_error_text(r));
+}
+
+static void send_reply(mk_bus *b, DBusMessage *reply)
+{
+	if (reply) {
+		dbus_connection_send(b->conn, reply, NULL);
+		dbus_message_unref(reply);
+	}
+}
+
+static int build_introspect(mk_bus *b)
+{
+	static const char std[] =
+		"  <interface name=\"org.freedesktop.DBus.Introspectable\">\n"
+		"    <method name=\"Introspect\">\n"
+		"      <arg name=\"xml_data\" type=\"s\" direction=\"out\"/>\n"
+		"    </method>\n"
+		"  </interface>\n"
+		"  <interface name=\"org.freedesktop.DBus.Properties\">\n"
+		"    <method name=\"Get\">\n"
+		"      <arg name=\"interface_name\" type=\"s\" direction=\"in\"/>\n"
+		"      <arg name=\"property_name\" type=\"s\" direction=\"in\"/>\n"
+		"      <arg name=\"value\" type=\"v\" direction=\"out\"/>\n"
+		"    </method>\n"
+		"    <method name=\"GetAll\">\n"
+		"      <arg name=\"interface_name\" type=\"s\" direction=\"in\"/>\n"
+		"      <arg name=\"props\" type=\"a{sv}\" direction=\"out\"/>\n"
+		"    </method>\n"
+		"    <method name=\"Set\">\n"
+		"      <arg name=\"interface_name\" type=\"s\" direction=\"in\"/>\n"
+		"      <arg name=\"property_name\" type=\"s\" direction=\"in\"/>\n"
+		"      <arg name=\"value\" type=\"v\" direction=\"in\"/>\n"
+		"    </method>\n"
+		"    <signal name=\"PropertiesChanged\">\n"
+		"      <arg name=\"interface_name\" type=\"s\"/>\n"
+		"      <arg name=\"changed_properties\" type=\"a{sv}\"/>\n"
+		"      <arg name=\"invalidated_properties\" type=\"as\"/>\n"
+		"    </signal>\n"
+		"  </interface>\n"
+		"  <interface name=\"org.freedesktop.DBus.Peer\">\n"
+		"    <method name=\"Ping\"/>\n"
+		"    <method name=\"GetMachineId\">\n"
+		"      <arg name=\"machine_uuid\" type=\"s\" direction=\"out\"/>\n"
+		"    </method>\n"
+		"  </interface>\n";
+	const char *end = strstr(mk_interface_xml, "</node>");
+
+	if (!end)
+		return -EINVAL;
+	if (asprintf(&b->introspect, "%.*s%s%s", (int)(end - mk_interface_xml), mk_interface_xml,
+		     std, end) < 0) {
+		b->introspect = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static bool is_method(DBusMessage *msg, const char *iface, const char *member)
+{
+	const char *i = dbus_message_get_interface(msg);
+
+	return (!i || strcmp(i, iface) == 0) && strcmp(dbus_message_get_member(msg), member) == 0;
+}
+
+static void handle_properties(mk_bus *b, DBusMessage *msg)
+{
+	const char *member = dbus_message_get_member(msg), *iface = NULL, *prop = NULL;
+	const char *version = MK_VERSION;
+	DBusMessage *reply;
+	DBusMessageIter it, v;
+	dict d;
+
+	if (strcmp(member, "Get") == 0 && dbus_message_has_signature(msg, "ss")) {
+		dbus_message_get_args(msg, NULL, DBUS_TYPE_STRING, &iface, DBUS_TYPE_STRING, &prop,
+				      DBUS_TYPE_INVALID);
+		if (strcmp(iface, MK_BUS_INTERFACE) != 0 || strcmp(prop, "Version") != 0) {
+			reply_error_now(b, msg, DBUS_ERROR_UNKNOWN_PROPERTY,
+					"no such property; org.mlskey.Agent1 has Version");
+			return;
+		}
+		reply = dbus_message_new_method_return(msg);
+		if (!reply)
+			return;
+		dbus_message_iter_init_append(reply, &it);
+		if (!dbus_message_iter_open_container(&it, DBUS_TYPE_VARIANT, "s", &v) ||
+		    !dbus_message_iter_append_basic(&v, DBUS_TYPE_STRING, &version) ||
+		    !dbus_message_iter_close_container(&it, &v)) {
+			dbus_message_unref(reply);
+			return;
+		}
+		send_reply(b, reply);
+		return;
+	}
+	if (strcmp(member, "GetAll") == 0 && dbus_message_has_signature(msg, "s")) {
+		DBusMessageIter a;
+
+		dbus_message_get_args(msg, NULL, DBUS_TYPE_STRING, &iface, DBUS_TYPE_INVALID);
+		reply = dbus_message_new_method_return(msg);
+		if (!reply)
+			return;
+		dbus_message_iter_init_append(reply, &it);
+		if (!dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &a)) {
+			dbus_message_unref(reply);
+			return;
+		}
+		d = (dict){ &a, true };
+		if (iface[0] == '\0' || strcmp(iface, MK_BUS_INTERFACE) == 0)
+			dict_s(&d, "Version", version);
+		if (!d.ok || !dbus_message_iter_close_container(&it, &a)) {
+			dbus_message_unref(reply);
+			return;
+		}
+		send_reply(b, reply);
+		return;
+	}
+	if (strcmp(member, "Set") == 0) {
+		reply_error_now(b, msg, DBUS_ERROR_PROPERTY_READ_ONLY, "Version is read-only");
+		return;
+	}
+	if (strcmp(member, "Get") == 0 || strcmp(member, "GetAll") == 0) {
+		reply_error_now(b, msg, DBUS_ERROR_INVALID_ARGS,
+				"Get takes (ss), GetAll takes (s)");
+		return;
+	}
+	reply_error_now(b, msg, DBUS_ERROR_UNKNOWN_METHOD,
+			"org.freedesktop.DBus.Properties has Get, GetAll and Set");
+}
+
+/* Checks the call and queues it; every path ends in a reply or a queued job. */
+static void handle_call(mk_bus *b, DBusMessage *msg, const method *m)
+{
+	const char *sender = dbus_message_get_sender(msg);
+	job *j;
+	int r;
+
+	mk_error_clear();
+	if (!dbus_message_has_signature(msg, m->in_sig)) {
+		r = mk_error(-EINVAL, "%s takes arguments (%s), not (%s); see docs/API.md", m->name,
+			     m->in_sig, dbus_message_get_signature(msg));
+		mk_log(LOG_NOTICE, "%s from %s: InvalidInput: %s", m->name, sender ? sender : "?",
+		       mk_error_text(r));
+		reply_errno_now(b, msg, r);
+		return;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		reply_errno_now(b, msg, -ENOMEM);
+		return;
+	}
+	j->bus = b;
+	j->m = m;
+	j->msg = dbus_message_ref(msg);
+	r = peer_lookup(b, sender ? sender : "", &j->caller);
+	if (r == 0 && j->caller.uid != b->uid)
+		r = mk_error(-EACCES, "user %u may not use the mlskey agent of user %u",
+			     (unsigned)j->caller.uid, (unsigned)b->uid);
+	if (r == 0)
+		r = m->check(b, j);
+	if (r == 0)
+		r = mk_workers_submit(b->workers, j->queue ? j->queue : "", job_run, j);
+	if (r == -EBUSY)
+		r = mk_error(-EBUSY, "too many calls are waiting for this token; retry later");
+	else if (r == -ECANCELED)
+		r = mk_error(-EBUSY, "mlskeyd is stopping; retry");
+	if (r < 0) {
+		j->result = r;
+		job_log(j);
+		reply_errno_now(b, msg, r);
+		job_free(j);
+	}
+}
+
+static DBusHandlerResult on_object(DBusConnection *conn, DBusMessage *msg, void *data)
+{
+	mk_bus *b = data;
+	const char *iface = dbus_message_get_interface(msg);
+	const char *member = dbus_message_get_member(msg);
+
+	(void)conn;
+	if (dbus_message_get_type(msg) != DBUS_MESSAGE_TYPE_METHOD_CALL)
+		return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
+	if (is_method(msg, DBUS_INTERFACE_INTROSPECTABLE, "Introspect")) {
+		DBusMessage *reply = dbus_message_new_method_return(msg);
+
+		if (reply && !dbus_message_append_args(reply, DBUS_TYPE_STRING, &b->introspect,
+						       DBUS_TYPE_INVALID)) {
+			dbus_message_unref(reply);
+			reply = NULL;
+		}
+		send_reply(b, reply);
+		return DBUS_HANDLER_RESULT_HANDLED;
+	}
+	if (iface && strcmp(iface, DBUS_INTERFACE_PROPERTIES) == 0) {
+		handle_properties(b, msg);
+		return DBUS_HANDLER_RESULT_HANDLED;
+	}
+	if (iface && strcmp(iface, MK_BUS_INTERFACE) != 0) {
+		char text[300];
+
+		snprintf(text, sizeof(text), "%s has no interface %.200s", MK_BUS_PATH, iface);
+		reply_error_now(b, msg, DBUS_ERROR_UNKNOWN_INTERFACE, text);
+		return DBUS_HANDLER_RESULT_HANDLED;
+	}
+	for (size_t i = 0; i < ELEMENTSOF(methods); i++)
+		if (strcmp(member, methods[i].name) == 0) {
+			handle_call(b, msg, &methods[i]);
+			return DBUS_HANDLER_RESULT_HANDLED;
+		}
+	{
+		char text[300];
+
+		snprintf(text, sizeof(text), "%s has no method %.200s; see docs/API.md",
+			 MK_BUS_INTERFACE, member);
+		reply_error_now(b, msg, DBUS_ERROR_UNKNOWN_METHOD, text);
+	}
+	return DBUS_HANDLER_RESULT_HANDLED;
+}
+
+/* "/", "/org", "/org/mlskey": introspectable parents, so that busctl tree finds the agent. */
+static DBusHandlerResult on_fallback(DBusConnection *conn, DBusMessage *msg, void *data)
+{
+	static const struct {
+		const char *path, *child;
+	} parents[] = { { "/", "org" }, { "/org", "mlskey" }, { "/org/mlskey", "Agent1" } };
+	mk_bus *b = data;
+	const char *path = dbus_message_get_path(msg);
+
+	(void)conn;
+	if (dbus_message_get_type(msg) != DBUS_MESSAGE_TYPE_METHOD_CALL)
+		return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
+	for (size_t i = 0; path && i < ELEMENTSOF(parents); i++)
+		if (strcmp(path, parents[i].path) == 0 &&
+		    is_method(msg, DBUS_INTERFACE_INTROSPECTABLE, "Introspect")) {
+			char xml[512];
+			const char *x = xml;
+			DBusMessage *reply = dbus_message_new_method_return(msg);
+
+			snprintf(xml, sizeof(xml),
+				 "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object "
+				 "Introspection 1.0//EN\"\n \"http://www.freedesktop.org/standards/"
+				 "dbus/1.0/introspect.dtd\">\n<node>\n  <node name=\"%s\"/>\n</node>\n",
+				 parents[i].child);
+			if (reply && !dbus_message_append_args(reply, DBUS_TYPE_STRING, &x,
+							       DBUS_TYPE_INVALID)) {
+				dbus_message_unref(reply);
+				reply = NULL;
+			}
+			send_reply(b, reply);
+			return DBUS_HANDLER_RESULT_HANDLED;
+		}
+	reply_error_now(b, msg, DBUS_ERROR_UNKNOWN_OBJECT,
+			"no such object; mlskeyd serves /org/mlskey/Agent1");
+	return DBUS_HANDLER_RESULT_HANDLED;
+}
+
+/* NameOwnerChanged: forget callers that left the bus. */
+static DBusHandlerResult on_filter(DBusConnection *conn, DBusMessage *msg, void *data)
+{
+	mk_bus *b = data;
+	const char *name, *old_owner, *new_owner;
+
+	(void)conn;
+	if (dbus_message_is_signal(msg, DBUS_INTERFACE_DBUS, "NameOwnerChanged") &&
+	    dbus_message_get_args(msg, NULL, DBUS_TYPE_STRING, &name, DBUS_TYPE_STRING,
+				  &old_owner, DBUS_TYPE_STRING, &new_owner, DBUS_TYPE_INVALID) &&
+	    name[0] == ':' && new_owner[0] == '\0')
+		peer_forget(b, name);
+	if (dbus_message_is_signal(msg, DBUS_INTERFACE_LOCAL, "Disconnected")) {
+		b->quit = true;
+		b->quit_r = -ECONNRESET;
+		mk_log(LOG_ERR, "the bus connection was closed; stopping");
+		return DBUS_HANDLER_RESULT_HANDLED;
+	}
+	return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
+}
+
+/* --- setup and the loop ---------------------------------------------------------------------- */
+
+int mk_bus_global_init(void)
+{
+	return dbus_threads_init_default() ? 0 : -ENOMEM;
+}
+
+void mk_bus_global_done(void)
+{
+	dbus_shutdown();
+}
+
+int mk_bus_connect(const mk_config *cfg, mk_bus **ret)
+{
+	mk_bus *b;
+	DBusError err;
+	int r;
+
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->cfg = cfg;
+	b->efd = b->sfd = -1;
+	b->uid = getuid();
+	b->done_tail = &b->done_head;
+	pthread_mutex_init(&b->done_lock, NULL);
+	dbus_error_init(&err);
+	if (cfg->bus == MK_BUS_ADDRESS) {
+		b->conn = dbus_connection_open_private(cfg->address, &err);
+		if (b->conn && !dbus_bus_register(b->conn, &err)) {
+			dbus_connection_close(b->conn);
+			dbus_connection_unref(b->conn);
+			b->conn = NULL;
+		}
+	} else {
+		b->conn = dbus_bus_get_private(cfg->bus == MK_BUS_SYSTEM ? DBUS_BUS_SYSTEM
+									 : DBUS_BUS_SESSION,
+					       &err);
+	}
+	if (!b->conn) {
+		r = mk_error(-ECONNREFUSED, "cannot connect to the %s bus: %s",
+			     cfg->bus == MK_BUS_SYSTEM    ? "system"
+			     : cfg->bus == MK_BUS_ADDRESS ? "given"
+							  : "session",
+			     err.message ? err.message : "unknown error");
+		dbus_error_free(&err);
+		mk_bus_free(b);
+		return r;
+	}
+	dbus_connection_set_exit_on_disconnect(b->conn, FALSE);
+	if (dbus_bus_name_has_owner(b->conn, MK_BUS_NAME, NULL)) {
+		mk_bus_free(b);
+		return mk_error(-EEXIST, "another mlskeyd already owns %s on this bus", MK_BUS_NAME);
+	}
+	*ret = b;
+	return 0;
+}
+
+static int setup(mk_bus *b, const sigset_t *stop)
+{
+	static const DBusObjectPathVTable object_vtable = { .message_function = on_object };
+	static const DBusObjectPathVTable fallback_vtable = { .message_function = on_fallback };
+	DBusError err;
+	int r;
+
+	r = build_introspect(b);
+	if (r < 0)
+		return r;
+	b->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (b->efd < 0)
+		return -errno;
+	b->sfd = signalfd(-1, stop, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (b->sfd < 0)
+		return -errno;
+	r = mk_workers_new(b->cfg->workers, b->cfg->max_queue, &b->workers);
+	if (r < 0)
+		return r;
+	mk_agent_set_notify(b->agent, tokens_changed, b);
+	if (!dbus_connection_set_watch_functions(b->conn, add_watch, remove_watch, toggle_watch,
+						 b, NULL) ||
+	    !dbus_connection_set_timeout_functions(b->conn, add_timeout, remove_timeout,
+						   toggle_timeout, b, NULL))
+		return -ENOMEM;
+	dbus_connection_set_wakeup_main_function(b->conn, wakeup_main, b, NULL);
+	if (!dbus_connection_add_filter(b->conn, on_filter, b, NULL) ||
+	    !dbus_connection_register_object_path(b->conn, MK_BUS_PATH, &object_vtable, b) ||
+	    !dbus_connection_register_fallback(b->conn, "/", &fallback_vtable, b))
+		return -ENOMEM;
+	dbus_error_init(&err);
+	dbus_bus_add_match(b->conn,
+			   "type='signal',sender='" DBUS_SERVICE_DBUS "',interface='" DBUS_INTERFACE_DBUS
+			   "',member='NameOwnerChanged'",
+			   &err);
+	if (dbus_error_is_set(&err)) {
+		mk_log(LOG_WARNING, "cannot watch callers leave the bus: %s", err.message);
+		dbus_error_free(&err);
+	}
+	r = dbus_bus_request_name(b->conn, MK_BUS_NAME, DBUS_NAME_FLAG_DO_NOT_QUEUE, &err);
+	if (r < 0) {
+		r = mk_error(-EACCES, "cannot own %s on this bus: %s", MK_BUS_NAME, err.message);
+		dbus_error_free(&err);
+		return r;
+	}
+	if (r != DBUS_REQUEST_NAME_REPLY_PRIMARY_OWNER)
+		return mk_error(-EEXIST, "another mlskeyd already owns %s on this bus", MK_BUS_NAME);
+	return 0;
+}
+
+static void dispatch_all(mk_bus *b)
+{
+	while (dbus_connection_get_dispatch_status(b->conn) == DBUS_DISPATCH_DATA_REMAINS)
+		dbus_connection_dispatch(b->conn);
+}
+
+static bool watch_alive(mk_bus *b, DBusWatch *w)
+{
+	for (size_t i = 0; i < b->n_watches; i++)
+		if (b->watches[i] == w)
+			return true;
+	return false;
+}
+
+static bool timeout_alive(mk_bus *b, DBusTimeout *t, tmo **ret)
+{
+	for (size_t i = 0; i < b->n_timeouts; i++)
+		if (b->timeouts[i].t == t) {
+			*ret = &b->timeouts[i];
+			return true;
+		}
+	return false;
+}
+
+static int loop_once(mk_bus *b)
+{
+	size_t nw = b->n_watches, npfd = 0;
+	_cleanup_free_ struct pollfd *pfd = calloc(nw + 2, sizeof(*pfd));
+	_cleanup_free_ DBusWatch **pw = calloc(nw + 2, sizeof(*pw));
+	long long due = -1, now;
+	int timeout, n;
+
+	if (!pfd || !pw)
+		return -ENOMEM;
+	pfd[npfd++] = (struct pollfd){ .fd = b->efd, .events = POLLIN };
+	pfd[npfd++] = (struct pollfd){ .fd = b->sfd, .events = POLLIN };
+	for (size_t i = 0; i < nw; i++) {
+		DBusWatch *w = b->watches[i];
+		unsigned f;
+
+		if (!dbus_watch_get_enabled(w))
+			continue;
+		f = dbus_watch_get_flags(w);
+		pw[npfd] = w;
+		pfd[npfd++] = (struct pollfd){
+			.fd = dbus_watch_get_unix_fd(w),
+			.events = (short)((f & DBUS_WATCH_READABLE ? POLLIN : 0) |
+					  (f & DBUS_WATCH_WRITABLE ? POLLOUT : 0)),
+		};
+	}
+	for (size_t i = 0; i < b->n_timeouts; i++)
+		if (b->timeouts[i].due_ms >= 0 && (due < 0 || b->timeouts[i].due_ms < due))
+			due = b->timeouts[i].due_ms;
+	now = now_ms();
+	timeout = due < 0 ? -1 : due <= now ? 0 : (int)MK_MIN(due - now, 60000LL);
+	n = poll(pfd, npfd, timeout);
+	if (n < 0 && errno != EINTR)
+		return -errno;
+	if (n > 0 && (pfd[1].revents & POLLIN)) {
+		struct signalfd_siginfo si;
+
+		if (read(b->sfd, &si, sizeof(si)) == sizeof(si))
+			mk_log(LOG_NOTICE, "signal %u: stopping", si.ssi_signo);
+		b->quit = true;
+	}
+	for (size_t i = 2; n > 0 && i < npfd; i++) {
+		unsigned f = 0;
+
+		if (!pfd[i].revents || !watch_alive(b, pw[i]))
+			continue;
+		if (pfd[i].revents & POLLIN)
+			f |= DBUS_WATCH_READABLE;
+		if (pfd[i].revents & POLLOUT)
+			f |= DBUS_WATCH_WRITABLE;
+		if (pfd[i].revents & POLLERR)
+			f |= DBUS_WATCH_ERROR;
+		if (pfd[i].revents & POLLHUP)
+			f |= DBUS_WATCH_HANGUP;
+		dbus_watch_handle(pw[i], f);
+	}
+	now = now_ms();
+	for (size_t i = 0; i < b->n_timeouts; i++) {
+		tmo *t = &b->timeouts[i];
+		DBusTimeout *dt = t->t;
+
+		if (t->due_ms < 0 || t->due_ms > now)
+			continue;
+		dbus_timeout_handle(dt);
+		/* handling may add or remove timeouts: find it again */
+		if (timeout_alive(b, dt, &t))
+			arm(t);
+	}
+	dispatch_all(b);
+	if (n > 0 && (pfd[0].revents & POLLIN))
+		flush_done(b);
+	if (!dbus_connection_get_is_connected(b->conn) && !b->quit) {
+		b->quit = true;
+		b->quit_r = -ECONNRESET;
+	}
+	return 0;
+}
+
+int mk_bus_run(mk_bus *b, mk_agent *agent, const sigset_t *stop)
+{
+	int r;
+
+	b->agent = agent;
+	r = setup(b, stop);
+	if (r < 0)
+		return r;
+	mk_log(LOG_NOTICE, "mlskeyd %s serving %s on %s (%u workers per token)", MK_VERSION,
+	       MK_BUS_NAME, dbus_bus_get_unique_name(b->conn), b->cfg->workers);
+	dispatch_all(b);
+	while (!b->quit) {
+		r = loop_once(b);
+		if (r < 0) {
+			mk_log(LOG_ERR, "event loop: %s", strerror(-r));
+			b->quit_r = r;
+			break;
+		}
+	}
+	/* stop: let a new agent take the name, end dialogs, finish or answer every call */
+	if (dbus_connection_get_is_connected(b->conn))
+		dbus_bus_release_name(b->conn, MK_BUS_NAME, NULL);
+	mk_agent_abort_dialogs(agent);
+	b->workers = mk_workers_free(b->workers);
+	flush_done(b);
+	if (dbus_connection_get_is_connected(b->conn))
+		dbus_connection_flush(b->conn);
+	mk_log(LOG_NOTICE, "stopped");
+	return b->quit_r;
+}
+
+mk_bus *mk_bus_free(mk_bus *b)
+{
+	job *j;
+
+	if (!b)
+		return NULL;
+	b->workers = mk_workers_free(b->workers);
+	while ((j = b->done_head)) {
+		b->done_head = j->next;
+		job_free(j);
+	}
+	if (b->conn) {
+		dbus_connection_close(b->conn);
+		dbus_connection_unref(b->conn);
+	}
+	peers_clear(b);
+	free(b->watches);
+	free(b->timeouts);
+	free(b->introspect);
+	if (b->efd >= 0)
+		close(b->efd);
+	if (b->sfd >= 0)
+		close(b->sfd);
+	pthread_mutex_destroy(&b->done_lock);
+	free(b);
+	return NULL;
+}

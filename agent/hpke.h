@@ -9,6 +9,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,8 +48,8 @@ typedef int (*mk_hpke_dh_fn)(void *userdata, const uint8_t *pk, size_t pk_len, m
 typedef struct mk_hpke_ctx mk_hpke_ctx;
 
 /*
- * Decap (RFC 9180 §4.1): validates enc (length, on curve, not infinity), dh = dh_fn(enc),
- * refuses an all-zero X25519 dh, and derives the shared secret with kem_context =
+ * Decap (RFC 9180 §4.1): validates enc (length, on curve, not infinity; X25519: not of small
+ * order), dh = dh_fn(enc), refuses an all-zero X25519 dh, and derives the shared secret with kem_context =
  * enc || pkR. pkR is the recipient's public key in its MLS encoding.
  */
 int mk_hpke_decap(mk_hpke_suite s, mk_hpke_dh_fn dh_fn, void *userdata, const uint8_t *enc,
@@ -130,3 +131,9 @@ typedef struct mk_hpke_soft_key {
  * X25519 result, in *ret. -EINVAL for an invalid point or scalar or an all-zero X25519 result.
  */
 int mk_hpke_soft_dh(void *userdata, const uint8_t *pk, size_t pk_len, mk_secret **ret);
+
+/*
+ * true when p (32 bytes) encodes an X25519 point of small order, whose DH with any key is
+ * all zero. mk_hpke_decap() refuses such an enc before calling the DH (-EINVAL).
+ */
+bool mk_hpke_x25519_small_order(const uint8_t p[32]);

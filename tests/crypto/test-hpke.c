@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "agent/hpke.h"
 #include "common/error.h"
 #include "tests/crypto/crypto-test.h"
@@ -349,12 +351,66 @@ static void test_roundtrip_all(void)
 			}
 }
 
+/* The small-order list is exactly the points whose X25519 DH is all zero. */
+static void test_x25519_small_order(void)
+{
+	static const uint8_t o8[2][32] = {
+		{ 0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3,
+		  0xfa, 0xf1, 0x9f, 0xc4, 0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32,
+		  0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00 },
+		{ 0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1,
+		  0x55, 0x9c, 0x83, 0xef, 0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c,
+		  0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f, 0x11, 0x57 },
+	};
+	_cleanup_secret_ mk_secret *sk = NULL;
+	_cleanup_bytes_ mk_bytes pk = MK_BYTES_NULL;
+	size_t listed = 0, mismatch = 0, tried = 0;
+	mk_hpke_soft_key k;
+	uint8_t p[32];
+
+	mk_hpke_generate_key_pair(MK_HPKE_KEM_X25519, &sk, &pk);
+	k = (mk_hpke_soft_key){ MK_CURVE_X25519, sk->data, sk->len };
+	/* candidates: 0..19, p-20..p+18 (p = 2^255-19), the two points of order 8, and 200
+	 * random points; each also with the top bit set (X25519 ignores it) */
+	for (int i = 0; i < 20 + 39 + 2 + 200; i++)
+		for (int top = 0; top < 2; top++) {
+			mk_secret *dh = NULL;
+			bool small, allzero;
+
+			memset(p, 0, sizeof(p));
+			if (i < 20) {
+				p[0] = (uint8_t)i;
+			} else if (i < 59) {
+				memset(p, 0xff, 31);
+				p[31] = 0x7f;
+				p[0] = (uint8_t)(0xed + (i - 20) - 20);
+			} else if (i < 61) {
+				memcpy(p, o8[i - 59], 32);
+			} else {
+				randombytes_buf(p, sizeof(p));
+			}
+			if (top)
+				p[31] |= 0x80;
+			small = mk_hpke_x25519_small_order(p);
+			allzero = mk_hpke_soft_dh(&k, p, 32, &dh) == -EINVAL;
+			mk_secret_free(dh);
+			listed += small;
+			mismatch += small != allzero;
+			tried++;
+		}
+	mkt_ok(mismatch == 0 && listed == 14,
+	       "X25519: the small-order list is exactly the all-zero DHs among %zu points "
+	       "(%zu listed, %zu mismatches)",
+	       tried, listed, mismatch);
+}
+
 int main(void)
 {
 	for (size_t i = 0; i < ELEMENTSOF(files); i++)
 		test_vector(files[i]);
 	test_negative(files[0]);
 	test_negative(files[2]);
+	test_x25519_small_order();
 	test_roundtrip_all();
 	return mkt_done();
 }

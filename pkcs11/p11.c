@@ -1,3 +1,1082 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Placeholder: implemented in its issue's work. */
-typedef int mk_placeholder_p11;
+/*
+ * Modules, slots, tokens, the per-token session pool, login, and the one CK_RV
+ * translation. Keys live in p11-key.c, signing and deriving in p11-ops.c.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "pkcs11/p11-private.h"
+
+/* --- errors ------------------------------------------------------------------------------ */
+
+bool mk_p11_rv_session_dead(CK_RV rv)
+{
+	switch (rv) {
+	case CKR_SESSION_HANDLE_INVALID:
+	case CKR_SESSION_CLOSED:
+	case CKR_DEVICE_REMOVED:
+	case CKR_TOKEN_NOT_PRESENT:
+	case CKR_TOKEN_NOT_RECOGNIZED:
+	case CKR_SLOT_ID_INVALID:
+	case CKR_CRYPTOKI_NOT_INITIALIZED:
+		return true;
+	default:
+		return false;
+	}
+}
+
+int mk_p11_error(CK_RV rv, const mk_token *t, const char *what)
+{
+	const char *tok = t && t->label ? t->label : "(unknown)";
+	const char *why = p11_kit_strerror(rv);
+	unsigned long code = (unsigned long)rv;
+
+	switch (rv) {
+	case CKR_OK:
+		return 0;
+	case CKR_USER_NOT_LOGGED_IN:
+		return mk_error(-ENOTCONN, "token \"%s\" needs a login to %s; log in with its PIN and retry",
+				tok, what);
+	case CKR_PIN_INCORRECT:
+	case CKR_PIN_INVALID:
+	case CKR_PIN_LEN_RANGE:
+		return mk_error(-EKEYREJECTED,
+				"token \"%s\" rejected the PIN (%s); check it and retry, but mind that "
+				"the token locks the PIN after a few wrong tries",
+				tok, why);
+	case CKR_PIN_LOCKED:
+		return mk_error(-EKEYREVOKED,
+				"the PIN of token \"%s\" is locked; unblock it with the PUK or SO PIN, "
+				"or ask your administrator",
+				tok);
+	case CKR_PIN_EXPIRED:
+	case CKR_USER_PIN_NOT_INITIALIZED:
+		return mk_error(-EACCES, "the PIN of token \"%s\" must be set or changed first (%s); use "
+				"the token's own tools", tok, why);
+	case CKR_TOKEN_NOT_PRESENT:
+	case CKR_DEVICE_REMOVED:
+	case CKR_SESSION_HANDLE_INVALID:
+	case CKR_SESSION_CLOSED:
+	case CKR_SLOT_ID_INVALID:
+	case CKR_TOKEN_NOT_RECOGNIZED:
+		return mk_error(-ENOMEDIUM, "token \"%s\" was removed (%s while trying to %s); insert "
+				"it and retry", tok, why, what);
+	case CKR_KEY_HANDLE_INVALID:
+	case CKR_OBJECT_HANDLE_INVALID:
+		return mk_error(-ENOKEY, "the key is no longer on token \"%s\" (%s); list the keys "
+				"and pick another", tok, why);
+	case CKR_MECHANISM_INVALID:
+	case CKR_MECHANISM_PARAM_INVALID:
+	case CKR_KEY_TYPE_INCONSISTENT:
+	case CKR_KEY_FUNCTION_NOT_PERMITTED:
+	case CKR_FUNCTION_NOT_SUPPORTED:
+	case CKR_DOMAIN_PARAMS_INVALID:
+	case CKR_CURVE_NOT_SUPPORTED:
+		return mk_error(-EOPNOTSUPP, "token \"%s\" cannot %s: %s; use another key, algorithm or "
+				"token", tok, what, why);
+	case CKR_ARGUMENTS_BAD:
+	case CKR_DATA_INVALID:
+	case CKR_DATA_LEN_RANGE:
+	case CKR_ATTRIBUTE_VALUE_INVALID:
+	case CKR_ATTRIBUTE_TYPE_INVALID:
+	case CKR_TEMPLATE_INCOMPLETE:
+	case CKR_TEMPLATE_INCONSISTENT:
+	case CKR_KEY_SIZE_RANGE:
+		return mk_error(-EINVAL, "token \"%s\" refused the input to %s: %s", tok, what, why);
+	case CKR_TOKEN_WRITE_PROTECTED:
+	case CKR_SESSION_READ_ONLY:
+		return mk_error(-EACCES, "token \"%s\" is write-protected, cannot %s; use another token",
+				tok, what);
+	case CKR_USER_ANOTHER_ALREADY_LOGGED_IN:
+	case CKR_USER_TYPE_INVALID:
+		return mk_error(-EACCES, "token \"%s\" has another user logged in (%s); log them out "
+				"and retry", tok, why);
+	case CKR_SESSION_COUNT:
+	case CKR_OPERATION_ACTIVE:
+	case CKR_SESSION_PARALLEL_NOT_SUPPORTED:
+		return mk_error(-EBUSY, "token \"%s\" is busy (%s); close other programs using it "
+				"and retry", tok, why);
+	case CKR_FUNCTION_CANCELED:
+		return mk_error(-ECANCELED, "the operation to %s was cancelled on token \"%s\"", what,
+				tok);
+	case CKR_HOST_MEMORY:
+		return mk_error(-ENOMEM, "out of memory while trying to %s on token \"%s\"", what, tok);
+	case CKR_DEVICE_MEMORY:
+		return mk_error(-EIO, "token \"%s\" is full, cannot %s; delete keys you no longer use",
+				tok, what);
+	default:
+		return mk_error(-EIO, "token \"%s\" failed to %s: %s (CK_RV 0x%lx); retry, or "
+				"reinsert the token", tok, what, why, code);
+	}
+}
+
+/* --- small helpers ----------------------------------------------------------------------- */
+
+char *mk_p11_strdup_field(const unsigned char *field, size_t n)
+{
+	char *s;
+
+	/* Blank-padded; some tokens pad with NULs instead. */
+	while (n > 0 && (field[n - 1] == ' ' || field[n - 1] == '\0'))
+		n--;
+	s = malloc(n + 1);
+	if (!s)
+		return NULL;
+	memcpy(s, field, n);
+	s[n] = '\0';
+	return s;
+}
+
+static bool token_identity_eq(const CK_TOKEN_INFO *a, const CK_TOKEN_INFO *b)
+{
+	return memcmp(a->label, b->label, sizeof(a->label)) == 0 &&
+	       memcmp(a->manufacturerID, b->manufacturerID, sizeof(a->manufacturerID)) == 0 &&
+	       memcmp(a->model, b->model, sizeof(a->model)) == 0 &&
+	       memcmp(a->serialNumber, b->serialNumber, sizeof(a->serialNumber)) == 0;
+}
+
+static int token_uri_format(const CK_TOKEN_INFO *ti, char **ret)
+{
+	P11KitUri *u = p11_kit_uri_new();
+	CK_TOKEN_INFO *dst;
+	char *s = NULL;
+	int r;
+
+	if (!u)
+		return -ENOMEM;
+	dst = p11_kit_uri_get_token_info(u);
+	memcpy(dst->label, ti->label, sizeof(dst->label));
+	memcpy(dst->manufacturerID, ti->manufacturerID, sizeof(dst->manufacturerID));
+	memcpy(dst->model, ti->model, sizeof(dst->model));
+	memcpy(dst->serialNumber, ti->serialNumber, sizeof(dst->serialNumber));
+	r = p11_kit_uri_format(u, P11_KIT_URI_FOR_TOKEN, &s);
+	p11_kit_uri_free(u);
+	if (r != P11_KIT_URI_OK)
+		return -ENOMEM;
+	*ret = s;
+	return 0;
+}
+
+/* --- tokens and their session pools ------------------------------------------------------ */
+
+mk_token *mk_token_ref(mk_token *t)
+{
+	if (t)
+		__atomic_add_fetch(&t->n_ref, 1, __ATOMIC_RELAXED);
+	return t;
+}
+
+void mk_token_unref(mk_token *t)
+{
+	if (!t || __atomic_sub_fetch(&t->n_ref, 1, __ATOMIC_ACQ_REL) > 0)
+		return;
+	pthread_cond_destroy(&t->cond);
+	pthread_mutex_destroy(&t->lock);
+	free(t->idle);
+	free(t->label);
+	free(t->manufacturer);
+	free(t->model);
+	free(t->serial);
+	free(t->uri);
+	free(t->module_name);
+	free(t);
+}
+
+void mk_token_array_unref(mk_token **a, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		mk_token_unref(a[i]);
+	free(a);
+}
+
+static int token_new(const mk_module *mod, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti,
+		     unsigned max_sessions, mk_token **ret)
+{
+	mk_token *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return -ENOMEM;
+	t->n_ref = 1;
+	t->f = mod->f;
+	t->mod = mod;
+	t->ti = *ti;
+	t->slot = slot;
+	t->present = true;
+	t->rw = !(ti->flags & CKF_WRITE_PROTECTED);
+	t->max = max_sessions;
+	pthread_mutex_init(&t->lock, NULL);
+	pthread_cond_init(&t->cond, NULL);
+	t->idle = calloc(max_sessions, sizeof(*t->idle));
+	t->label = mk_p11_strdup_field(ti->label, sizeof(ti->label));
+	t->manufacturer = mk_p11_strdup_field(ti->manufacturerID, sizeof(ti->manufacturerID));
+	t->model = mk_p11_strdup_field(ti->model, sizeof(ti->model));
+	t->serial = mk_p11_strdup_field(ti->serialNumber, sizeof(ti->serialNumber));
+	t->module_name = strdup(mod->name ? mod->name : mod->path ? mod->path : "");
+	if (!t->idle || !t->label || !t->manufacturer || !t->model || !t->serial ||
+	    !t->module_name || token_uri_format(ti, &t->uri) < 0) {
+		mk_token_unref(t);
+		return -ENOMEM;
+	}
+	*ret = t;
+	return 0;
+}
+
+/* Closes the idle sessions; the caller holds t->lock and the module is still loaded. */
+static void token_drop_idle_locked(mk_token *t)
+{
+	for (size_t i = 0; i < t->n_idle; i++)
+		t->f->C_CloseSession(t->idle[i]);
+	t->n_open -= t->n_idle;
+	t->n_idle = 0;
+}
+
+int mk_token_borrow(mk_token *t, mk_session *ret)
+{
+	CK_FLAGS flags;
+	CK_SLOT_ID slot;
+	CK_SESSION_HANDLE h;
+	unsigned gen;
+	CK_RV rv;
+
+	pthread_mutex_lock(&t->lock);
+	for (;;) {
+		if (t->closed) {
+			pthread_mutex_unlock(&t->lock);
+			return mk_error(-ENODEV, "token \"%s\" is no longer loaded; open the token "
+					"layer again", t->label);
+		}
+		if (!t->present) {
+			pthread_mutex_unlock(&t->lock);
+			return mk_error(-ENOMEDIUM, "token \"%s\" is not present; insert it and retry",
+					t->label);
+		}
+		if (t->n_idle > 0) {
+			ret->h = t->idle[--t->n_idle];
+			ret->gen = t->gen;
+			pthread_mutex_unlock(&t->lock);
+			return 0;
+		}
+		if (t->n_open < t->max)
+			break;
+		pthread_cond_wait(&t->cond, &t->lock);
+	}
+	/* Reserve a place, then open outside the lock. */
+	t->n_open++;
+	slot = t->slot;
+	gen = t->gen;
+	flags = CKF_SERIAL_SESSION | (t->rw ? CKF_RW_SESSION : 0);
+	pthread_mutex_unlock(&t->lock);
+
+	rv = t->f->C_OpenSession(slot, flags, NULL, NULL, &h);
+	if (rv == CKR_TOKEN_WRITE_PROTECTED && (flags & CKF_RW_SESSION)) {
+		rv = t->f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
+		if (rv == CKR_OK) {
+			pthread_mutex_lock(&t->lock);
+			t->rw = false;
+			pthread_mutex_unlock(&t->lock);
+		}
+	}
+	if (rv != CKR_OK) {
+		pthread_mutex_lock(&t->lock);
+		t->n_open--;
+		/* The token allows fewer sessions than we thought: wait for ours next time. */
+		if (rv == CKR_SESSION_COUNT && t->n_open > 0)
+			t->max = t->n_open;
+		pthread_cond_signal(&t->cond);
+		pthread_mutex_unlock(&t->lock);
+		return mk_p11_error(rv, t, "open a session");
+	}
+	ret->h = h;
+	ret->gen = gen;
+	return 0;
+}
+
+void mk_token_return(mk_token *t, mk_session *s, bool discard)
+{
+	pthread_mutex_lock(&t->lock);
+	if (t->closed) {
+		/* The module is gone with its sessions; only the count is left to fix. */
+		t->n_open--;
+	} else if (discard || !t->present || s->gen != t->gen || t->n_idle >= t->max) {
+		t->f->C_CloseSession(s->h);
+		t->n_open--;
+	} else {
+		t->idle[t->n_idle++] = s->h;
+	}
+	s->h = CK_INVALID_HANDLE;
+	pthread_cond_signal(&t->cond);
+	pthread_mutex_unlock(&t->lock);
+}
+
+bool mk_token_logged_in(mk_token *t, CK_SESSION_HANDLE s)
+{
+	CK_SESSION_INFO si;
+
+	if (t->f->C_GetSessionInfo(s, &si) != CKR_OK)
+		return false;
+	return si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS;
+}
+
+/* --- modules ----------------------------------------------------------------------------- */
+
+static char *resolve_path(const char *path)
+{
+	char buf[PATH_MAX];
+
+	if (!path)
+		return NULL;
+	if (realpath(path, buf))
+		return strdup(buf);
+	return strdup(path);
+}
+
+static bool module_is_duplicate(const mk_p11 *p, const mk_module *m)
+{
+	for (size_t i = 0; i < p->n_modules; i++) {
+		const mk_module *o = &p->modules[i];
+
+		if (o->f == m->f)
+			return true;
+		if (o->path && m->path && strcmp(o->path, m->path) == 0)
+			return true;
+	}
+	return false;
+}
+
+static int module_describe(CK_FUNCTION_LIST *f, const char *path, mk_module *ret)
+{
+	mk_module m = { .f = f };
+
+	if (f->C_GetInfo(&m.info) != CKR_OK)
+		memset(&m.info, ' ', sizeof(m.info));
+	m.name = mk_p11_strdup_field(m.info.libraryDescription,
+				     sizeof(m.info.libraryDescription));
+	m.path = resolve_path(path);
+	if (!m.name || (path && !m.path)) {
+		free(m.name);
+		free(m.path);
+		return -ENOMEM;
+	}
+	if (!m.name[0] && m.path) {
+		free(m.name);
+		m.name = strdup(m.path);
+		if (!m.name) {
+			free(m.path);
+			return -ENOMEM;
+		}
+	}
+	*ret = m;
+	return 0;
+}
+
+static int module_append(mk_p11 *p, const mk_module *m)
+{
+	mk_module *a = realloc(p->modules, (p->n_modules + 1) * sizeof(*a));
+
+	if (!a)
+		return -ENOMEM;
+	p->modules = a;
+	p->modules[p->n_modules++] = *m;
+	return 0;
+}
+
+static int load_registered(mk_p11 *p)
+{
+	p->registered = p11_kit_modules_load_and_initialize(0);
+	if (!p->registered)
+		return mk_error(-ENOENT, "p11-kit could not load its registered modules: %s",
+				p11_kit_message() ? p11_kit_message() : "unknown error");
+	for (size_t i = 0; p->registered[i]; i++) {
+		CK_FUNCTION_LIST *f = p->registered[i];
+		char *file = p11_kit_module_get_filename(f);
+		char *trust = p11_kit_config_option(f, "trust-policy");
+		mk_module m;
+		int r;
+
+		r = module_describe(f, file, &m);
+		free(file);
+		if (r < 0) {
+			free(trust);
+			return r;
+		}
+		m.registered = true;
+		/* Trust-policy modules hold certificate anchors, never keys. */
+		m.skip = trust && (strcmp(trust, "yes") == 0 || strcmp(trust, "true") == 0);
+		free(trust);
+		if (module_is_duplicate(p, &m)) {
+			free(m.name);
+			free(m.path);
+			continue;
+		}
+		r = module_append(p, &m);
+		if (r < 0) {
+			free(m.name);
+			free(m.path);
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* Loads one module by path. Returns 0, or a negative errno with a message (caller skips it). */
+static int load_path(mk_p11 *p, const char *path)
+{
+	CK_FUNCTION_LIST *f;
+	mk_module m;
+	char *real = resolve_path(path);
+	CK_RV rv;
+	int r;
+
+	if (!real)
+		return -ENOMEM;
+	/* The same file registered with p11-kit or named twice: use it once. */
+	for (size_t i = 0; i < p->n_modules; i++)
+		if (p->modules[i].path && strcmp(p->modules[i].path, real) == 0) {
+			free(real);
+			return 0;
+		}
+	free(real);
+
+	f = p11_kit_module_load(path, 0);
+	if (!f)
+		return mk_error(-ENOENT, "cannot load PKCS#11 module %s: %s; check the path in the "
+				"configuration", path, p11_kit_message() ? p11_kit_message() : "");
+	rv = p11_kit_module_initialize(f);
+	if (rv != CKR_OK) {
+		p11_kit_module_release(f);
+		return mk_error(-EIO, "cannot initialise PKCS#11 module %s: %s", path,
+				p11_kit_strerror(rv));
+	}
+	r = module_describe(f, path, &m);
+	if (r >= 0 && module_is_duplicate(p, &m)) {
+		free(m.name);
+		free(m.path);
+		r = 1;
+	} else if (r >= 0) {
+		r = module_append(p, &m);
+		if (r < 0) {
+			free(m.name);
+			free(m.path);
+		}
+	}
+	if (r != 0) {
+		p11_kit_module_finalize(f);
+		p11_kit_module_release(f);
+	}
+	return r < 0 ? r : 0;
+}
+
+/* --- slots and tokens -------------------------------------------------------------------- */
+
+static int token_append(mk_p11 *p, mk_token *t)
+{
+	mk_token **a = realloc(p->tokens, (p->n_tokens + 1) * sizeof(*a));
+
+	if (!a)
+		return -ENOMEM;
+	p->tokens = a;
+	p->tokens[p->n_tokens++] = t;
+	return 0;
+}
+
+static int slot_list(const mk_module *m, CK_SLOT_ID **ret, CK_ULONG *ret_n)
+{
+	CK_SLOT_ID *slots = NULL;
+	CK_ULONG n = 0;
+	CK_RV rv;
+
+	for (int tries = 0; tries < 4; tries++) {
+		rv = m->f->C_GetSlotList(CK_TRUE, NULL, &n);
+		if (rv != CKR_OK)
+			break;
+		if (n > MK_P11_MAX_SLOTS)
+			n = MK_P11_MAX_SLOTS;
+		free(slots);
+		slots = calloc(n ? n : 1, sizeof(*slots));
+		if (!slots)
+			return -ENOMEM;
+		rv = m->f->C_GetSlotList(CK_TRUE, slots, &n);
+		if (rv != CKR_BUFFER_TOO_SMALL)
+			break;
+	}
+	if (rv != CKR_OK) {
+		free(slots);
+		return mk_error(-EIO, "PKCS#11 module %s cannot list its slots: %s", m->name,
+				p11_kit_strerror(rv));
+	}
+	*ret = slots;
+	*ret_n = n;
+	return 0;
+}
+
+/* Finds the entry for a token seen in slot `slot` of module m: same slot and identity first,
+ * then same identity in another slot (re-inserted elsewhere). */
+static mk_token *token_lookup(mk_p11 *p, const mk_module *m, CK_SLOT_ID slot,
+			      const CK_TOKEN_INFO *ti)
+{
+	mk_token *other = NULL;
+
+	for (size_t i = 0; i < p->n_tokens; i++) {
+		mk_token *t = p->tokens[i];
+
+		if (t->mod != m || !token_identity_eq(&t->ti, ti))
+			continue;
+		pthread_mutex_lock(&t->lock);
+		if (t->slot == slot) {
+			pthread_mutex_unlock(&t->lock);
+			return t;
+		}
+		if (!t->present && !other)
+			other = t;
+		pthread_mutex_unlock(&t->lock);
+	}
+	return other;
+}
+
+static int scan_module(mk_p11 *p, const mk_module *m)
+{
+	CK_SLOT_ID *slots = NULL;
+	CK_ULONG n = 0;
+	int r;
+
+	r = slot_list(m, &slots, &n);
+	if (r < 0)
+		return r;
+	for (CK_ULONG i = 0; i < n; i++) {
+		CK_TOKEN_INFO ti;
+		mk_token *t;
+
+		if (m->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+			continue; /* e.g. SoftHSM after its token was deleted */
+		if (!(ti.flags & CKF_TOKEN_INITIALIZED))
+			continue;
+		t = token_lookup(p, m, slots[i], &ti);
+		if (t) {
+			pthread_mutex_lock(&t->lock);
+			if (!t->present) {
+				t->present = true;
+				t->gen++;
+				t->slot = slots[i];
+			}
+			pthread_mutex_unlock(&t->lock);
+		} else {
+			r = token_new(m, slots[i], &ti, p->max_sessions, &t);
+			if (r >= 0) {
+				r = token_append(p, t);
+				if (r < 0)
+					mk_token_unref(t);
+			}
+			if (r < 0) {
+				free(slots);
+				return r;
+			}
+		}
+		t->scan = p->scan;
+	}
+	free(slots);
+	return 0;
+}
+
+static void token_mark_absent(mk_token *t)
+{
+	pthread_mutex_lock(&t->lock);
+	if (t->present) {
+		t->present = false;
+		t->gen++;
+		token_drop_idle_locked(t);
+		pthread_cond_broadcast(&t->cond);
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+static int refresh_locked(mk_p11 *p)
+{
+	int r;
+
+	p->scan++;
+	for (size_t i = 0; i < p->n_modules; i++) {
+		const mk_module *m = &p->modules[i];
+
+		if (m->skip)
+			continue;
+		r = scan_module(p, m);
+		if (r == -ENOMEM)
+			return r;
+		if (r < 0) {
+			/* A module that cannot list its slots keeps its tokens' last state. */
+			for (size_t j = 0; j < p->n_tokens; j++)
+				if (p->tokens[j]->mod == m)
+					p->tokens[j]->scan = p->scan;
+		}
+	}
+	for (size_t j = 0; j < p->n_tokens; j++)
+		if (p->tokens[j]->scan != p->scan)
+			token_mark_absent(p->tokens[j]);
+	mk_error_clear();
+	return 0;
+}
+
+int mk_p11_refresh(mk_p11 *p)
+{
+	int r;
+
+	if (!p)
+		return mk_error(-EINVAL, "no token layer");
+	pthread_mutex_lock(&p->lock);
+	r = refresh_locked(p);
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+/* --- open and free ----------------------------------------------------------------------- */
+
+int mk_p11_open(const mk_p11_options *opts, mk_p11 **ret)
+{
+	mk_p11 *p;
+	int r, first_err = 0;
+	size_t n_paths = 0;
+
+	if (!opts || !ret)
+		return mk_error(-EINVAL, "no options given to open the token layer");
+	if (opts->module_paths)
+		while (opts->module_paths[n_paths])
+			n_paths++;
+	if (!opts->use_p11_kit && n_paths == 0)
+		return mk_error(-ENOENT, "no PKCS#11 module to load; enable p11-kit or name a module "
+				"path in the configuration");
+	if (opts->max_sessions > 1024)
+		return mk_error(-EINVAL, "max_sessions %u is too large", opts->max_sessions);
+
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	pthread_mutex_init(&p->lock, NULL);
+	p->max_sessions = opts->max_sessions ? opts->max_sessions : MK_P11_DEFAULT_SESSIONS;
+
+	if (opts->use_p11_kit) {
+		r = load_registered(p);
+		if (r == -ENOMEM)
+			goto fail;
+		if (r < 0)
+			first_err = r;
+	}
+	for (size_t i = 0; i < n_paths; i++) {
+		r = load_path(p, opts->module_paths[i]);
+		if (r == -ENOMEM)
+			goto fail;
+		if (r < 0 && !first_err)
+			first_err = r;
+	}
+	if (p->n_modules == 0) {
+		r = first_err ? first_err : mk_error(-ENOENT, "no PKCS#11 module could be loaded");
+		if (r != -ENOENT)
+			r = mk_error(-ENOENT, "no PKCS#11 module could be loaded: %s",
+				     mk_error_message() ? mk_error_message() : "unknown error");
+		goto fail;
+	}
+	r = mk_p11_refresh(p);
+	if (r < 0)
+		goto fail;
+	mk_error_clear();
+	*ret = p;
+	return 0;
+fail:
+	mk_p11_free(p);
+	return r;
+}
+
+mk_p11 *mk_p11_free(mk_p11 *p)
+{
+	if (!p)
+		return NULL;
+	for (size_t i = 0; i < p->n_tokens; i++) {
+		mk_token *t = p->tokens[i];
+
+		pthread_mutex_lock(&t->lock);
+		if (t->n_idle > 0)
+			t->f->C_Logout(t->idle[0]);
+		token_drop_idle_locked(t);
+		t->closed = true;
+		t->present = false;
+		t->mod = NULL;
+		pthread_cond_broadcast(&t->cond);
+		pthread_mutex_unlock(&t->lock);
+		mk_token_unref(t);
+	}
+	free(p->tokens);
+	for (size_t i = 0; i < p->n_modules; i++) {
+		mk_module *m = &p->modules[i];
+
+		if (!m->registered) {
+			p11_kit_module_finalize(m->f);
+			p11_kit_module_release(m->f);
+		}
+		free(m->name);
+		free(m->path);
+	}
+	free(p->modules);
+	if (p->registered)
+		p11_kit_modules_finalize_and_release(p->registered);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+	return NULL;
+}
+
+/* --- token lookup by URI ----------------------------------------------------------------- */
+
+static int uri_parse(const char *uri, P11KitUri **ret)
+{
+	P11KitUri *u;
+	int r;
+
+	if (!uri)
+		return mk_error(-EINVAL, "no URI given");
+	u = p11_kit_uri_new();
+	if (!u)
+		return -ENOMEM;
+	r = p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, u);
+	if (r != P11_KIT_URI_OK) {
+		p11_kit_uri_free(u);
+		return mk_error(-EINVAL, "\"%.100s\" is not a valid pkcs11: URI (%s)", uri,
+				p11_kit_uri_message(r));
+	}
+	if (p11_kit_uri_any_unrecognized(u)) {
+		p11_kit_uri_free(u);
+		return mk_error(-EINVAL, "the URI \"%.100s\" has attributes mlskey does not know; "
+				"use token, manufacturer, model, serial, id, object, type", uri);
+	}
+	*ret = u;
+	return 0;
+}
+
+int mk_p11_match_tokens(mk_p11 *p, const char *uri, mk_token ***ret, size_t *ret_n,
+			P11KitUri **ret_uri)
+{
+	P11KitUri *u = NULL;
+	mk_token **a;
+	size_t n = 0;
+	int r;
+
+	if (!p)
+		return mk_error(-EINVAL, "no token layer");
+	r = uri_parse(uri, &u);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&p->lock);
+	a = calloc(p->n_tokens ? p->n_tokens : 1, sizeof(*a));
+	if (!a) {
+		pthread_mutex_unlock(&p->lock);
+		p11_kit_uri_free(u);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < p->n_tokens; i++) {
+		mk_token *t = p->tokens[i];
+		CK_SLOT_INFO si;
+		bool match;
+
+		match = p11_kit_uri_match_token_info(u, &t->ti) &&
+			(!t->mod || p11_kit_uri_match_module_info(u, &t->mod->info));
+		if (match && p11_kit_uri_get_slot_id(u) != (CK_SLOT_ID)-1) {
+			pthread_mutex_lock(&t->lock);
+			match = p11_kit_uri_get_slot_id(u) == t->slot;
+			pthread_mutex_unlock(&t->lock);
+		}
+		if (match && p11_kit_uri_get_slot_info(u)) {
+			/* Slot description etc.: ask the module (cheap, and rare in URIs). */
+			CK_SLOT_ID slot;
+
+			pthread_mutex_lock(&t->lock);
+			slot = t->slot;
+			pthread_mutex_unlock(&t->lock);
+			if (t->f->C_GetSlotInfo(slot, &si) == CKR_OK)
+				match = p11_kit_uri_match_slot_info(u, &si);
+		}
+		if (match)
+			a[n++] = mk_token_ref(t);
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (ret_uri)
+		*ret_uri = u;
+	else
+		p11_kit_uri_free(u);
+	*ret = a;
+	*ret_n = n;
+	return 0;
+}
+
+static bool token_is_present(mk_token *t)
+{
+	bool b;
+
+	pthread_mutex_lock(&t->lock);
+	b = t->present;
+	pthread_mutex_unlock(&t->lock);
+	return b;
+}
+
+int mk_p11_resolve_token(mk_p11 *p, const char *uri, mk_token **ret)
+{
+	mk_token **a = NULL, *found = NULL;
+	size_t n = 0, n_present = 0;
+	int r;
+
+	r = mk_p11_match_tokens(p, uri, &a, &n, NULL);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++)
+		if (token_is_present(a[i])) {
+			if (!found)
+				found = a[i];
+			n_present++;
+		}
+	if (n == 0)
+		r = mk_error(-ENODEV, "no token matches \"%.200s\"; list the tokens and check the URI",
+			     uri);
+	else if (n_present > 1)
+		r = mk_error(-EINVAL, "%zu tokens match \"%.200s\"; add token= and serial= to pick "
+			     "one", n_present, uri);
+	else if (n_present == 0)
+		r = mk_error(-ENOMEDIUM, "token \"%s\" is not present; insert it and retry",
+			     a[0]->label);
+	else
+		*ret = mk_token_ref(found);
+	mk_token_array_unref(a, n);
+	return r;
+}
+
+/* --- token info -------------------------------------------------------------------------- */
+
+void mk_token_info_clear(mk_token_info *t)
+{
+	if (!t)
+		return;
+	free(t->uri);
+	free(t->label);
+	free(t->manufacturer);
+	free(t->model);
+	free(t->serial);
+	free(t->module);
+	memset(t, 0, sizeof(*t));
+}
+
+void mk_token_info_array_free(mk_token_info *a, size_t n)
+{
+	if (!a)
+		return;
+	for (size_t i = 0; i < n; i++)
+		mk_token_info_clear(&a[i]);
+	free(a);
+}
+
+static int token_info_fill(mk_token *t, mk_token_info *ret)
+{
+	mk_token_info info = { 0 };
+	CK_TOKEN_INFO ti;
+	CK_SLOT_ID slot;
+	bool present;
+	mk_session s;
+
+	pthread_mutex_lock(&t->lock);
+	present = t->present;
+	slot = t->slot;
+	pthread_mutex_unlock(&t->lock);
+
+	ti = t->ti;
+	if (present && t->f->C_GetTokenInfo(slot, &ti) != CKR_OK) {
+		/* Gone since the last refresh: report it absent now, refresh will follow. */
+		present = false;
+		ti = t->ti;
+	}
+	info.present = present;
+	info.login_required = ti.flags & CKF_LOGIN_REQUIRED;
+	info.pin_count_low = ti.flags & CKF_USER_PIN_COUNT_LOW;
+	info.pin_final_try = ti.flags & CKF_USER_PIN_FINAL_TRY;
+	info.pin_locked = ti.flags & CKF_USER_PIN_LOCKED;
+	info.protected_auth_path = ti.flags & CKF_PROTECTED_AUTHENTICATION_PATH;
+	info.write_protected = ti.flags & CKF_WRITE_PROTECTED;
+	if (present && mk_token_borrow(t, &s) >= 0) {
+		info.logged_in = mk_token_logged_in(t, s.h);
+		mk_token_return(t, &s, false);
+	}
+	mk_error_clear();
+	info.uri = strdup(t->uri);
+	info.label = strdup(t->label);
+	info.manufacturer = strdup(t->manufacturer);
+	info.model = strdup(t->model);
+	info.serial = strdup(t->serial);
+	info.module = strdup(t->module_name);
+	if (!info.uri || !info.label || !info.manufacturer || !info.model || !info.serial ||
+	    !info.module) {
+		mk_token_info_clear(&info);
+		return -ENOMEM;
+	}
+	*ret = info;
+	return 0;
+}
+
+static int tokens_snapshot(mk_p11 *p, mk_token ***ret, size_t *ret_n)
+{
+	mk_token **a;
+	size_t n;
+
+	pthread_mutex_lock(&p->lock);
+	n = p->n_tokens;
+	a = calloc(n ? n : 1, sizeof(*a));
+	if (a)
+		for (size_t i = 0; i < n; i++)
+			a[i] = mk_token_ref(p->tokens[i]);
+	pthread_mutex_unlock(&p->lock);
+	if (!a)
+		return -ENOMEM;
+	*ret = a;
+	*ret_n = n;
+	return 0;
+}
+
+int mk_p11_list_tokens(mk_p11 *p, mk_token_info **ret, size_t *ret_n)
+{
+	mk_token **toks = NULL;
+	mk_token_info *a;
+	size_t n = 0;
+	int r;
+
+	if (!p || !ret || !ret_n)
+		return mk_error(-EINVAL, "missing argument to list tokens");
+	r = tokens_snapshot(p, &toks, &n);
+	if (r < 0)
+		return r;
+	a = calloc(n ? n : 1, sizeof(*a));
+	if (!a) {
+		mk_token_array_unref(toks, n);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		r = token_info_fill(toks[i], &a[i]);
+		if (r < 0) {
+			mk_token_info_array_free(a, i);
+			mk_token_array_unref(toks, n);
+			return r;
+		}
+	}
+	mk_token_array_unref(toks, n);
+	*ret = a;
+	*ret_n = n;
+	return 0;
+}
+
+int mk_p11_get_token(mk_p11 *p, const char *uri, mk_token_info *ret)
+{
+	mk_token **a = NULL;
+	mk_token *t = NULL;
+	size_t n = 0;
+	int r;
+
+	if (!ret)
+		return mk_error(-EINVAL, "missing argument to get a token");
+	r = mk_p11_resolve_token(p, uri, &t);
+	if (r == -ENOMEDIUM) {
+		/* An absent token still has info to show. */
+		r = mk_p11_match_tokens(p, uri, &a, &n, NULL);
+		if (r < 0)
+			return r;
+		t = n ? mk_token_ref(a[0]) : NULL;
+		mk_token_array_unref(a, n);
+		if (!t)
+			return mk_error(-ENODEV, "no token matches \"%.200s\"", uri);
+	} else if (r < 0) {
+		return r;
+	}
+	r = token_info_fill(t, ret);
+	mk_token_unref(t);
+	return r;
+}
+
+/* --- login ------------------------------------------------------------------------------- */
+
+int mk_p11_login(mk_p11 *p, const char *token_uri, const uint8_t *pin, size_t pin_len)
+{
+	mk_token *t = NULL;
+	mk_session s;
+	CK_RV rv;
+	int r;
+
+	if (!p || (!pin && pin_len > 0))
+		return mk_error(-EINVAL, "missing argument to log in");
+	if (pin_len > MK_P11_MAX_PIN)
+		return mk_error(-EINVAL, "the PIN is longer than %u bytes", MK_P11_MAX_PIN);
+	r = mk_p11_resolve_token(p, token_uri, &t);
+	if (r < 0)
+		return r;
+	r = mk_token_borrow(t, &s);
+	if (r < 0) {
+		mk_token_unref(t);
+		return r;
+	}
+	/* Login is per token: any of its sessions carries it for all. */
+	rv = t->f->C_Login(s.h, CKU_USER, pin_len ? (CK_UTF8CHAR *)pin : NULL, pin_len);
+	mk_token_return(t, &s, mk_p11_rv_session_dead(rv));
+	if (rv == CKR_USER_ALREADY_LOGGED_IN)
+		rv = CKR_OK;
+	r = mk_p11_error(rv, t, "log in");
+	mk_token_unref(t);
+	return r;
+}
+
+static int token_logout(mk_token *t)
+{
+	mk_session s;
+	CK_RV rv;
+	int r;
+
+	r = mk_token_borrow(t, &s);
+	if (r == -ENOMEDIUM) {
+		mk_error_clear();
+		return 0; /* nothing to log out of */
+	}
+	if (r < 0)
+		return r;
+	rv = t->f->C_Logout(s.h);
+	mk_token_return(t, &s, mk_p11_rv_session_dead(rv));
+	if (rv == CKR_USER_NOT_LOGGED_IN || mk_p11_rv_session_dead(rv))
+		rv = CKR_OK;
+	return mk_p11_error(rv, t, "log out");
+}
+
+int mk_p11_logout(mk_p11 *p, const char *token_uri)
+{
+	mk_token **a = NULL;
+	size_t n = 0;
+	int r, ret = 0;
+
+	if (!p)
+		return mk_error(-EINVAL, "no token layer");
+	if (token_uri) {
+		mk_token *t = NULL;
+
+		r = mk_p11_resolve_token(p, token_uri, &t);
+		if (r == -ENOMEDIUM) {
+			mk_error_clear();
+			return 0;
+		}
+		if (r < 0)
+			return r;
+		r = token_logout(t);
+		mk_token_unref(t);
+		return r;
+	}
+	r = tokens_snapshot(p, &a, &n);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		r = token_logout(a[i]);
+		if (r < 0 && ret == 0)
+			ret = r;
+	}
+	mk_token_array_unref(a, n);
+	return ret;
+}

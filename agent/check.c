@@ -221,7 +221,7 @@ int mk_check_point(mk_key_alg kem_alg, const uint8_t *p, size_t n)
 	const mk_curve_info *ci = mk_curve_get(c);
 	int r;
 
-	if (!ci)
+	if (!ci || mk_key_alg_is_signature(kem_alg))
 		return mk_error(-EOPNOTSUPP, "the key is not an HPKE key");
 	if (n != ci->pub_len)
 		return mk_error(-EINVAL, "the KEM output is %zu bytes; a %s public key is %zu", n,

@@ -14,10 +14,16 @@ static int unsupported_suite(uint16_t suite)
 			suite);
 }
 
+/* How a message names a key: its label, or its URI when it has none. */
+static const char *key_name(const mk_key_info *ki)
+{
+	return ki->label && ki->label[0] ? ki->label : ki->uri ? ki->uri : "(unnamed)";
+}
+
 static int wrong_key(const mk_key_info *ki, const mk_suite *su, mk_key_alg want)
 {
 	return mk_error(-EOPNOTSUPP, "key \"%s\" is %s, but cipher suite %u (%s) needs %s",
-			ki->label ? ki->label : "", mk_key_alg_name(ki->alg), su->id, su->name,
+			key_name(ki), mk_key_alg_name(ki->alg), su->id, su->name,
 			mk_key_alg_name(want));
 }
 
@@ -88,10 +94,10 @@ int mk_mls_hpke_open(mk_key *k, uint16_t kdf, uint16_t aead, const uint8_t *info
 	kem = kem_of_alg(ki->alg);
 	if (!kem)
 		return mk_error(-EOPNOTSUPP, "key \"%s\" is %s, not an HPKE (DHKEM) key",
-				ki->label ? ki->label : "", mk_key_alg_name(ki->alg));
+				key_name(ki), mk_key_alg_name(ki->alg));
 	if (!ki->public_key)
 		return mk_error(-ENOKEY, "the public key of \"%s\" is not on the token; HPKE needs "
-				"it (kem_context = enc || pkR)", ki->label ? ki->label : "");
+				"it (kem_context = enc || pkR)", key_name(ki));
 	return mk_hpke_open_base((mk_hpke_suite){ kem, kdf, aead }, token_dh, k, ki->public_key,
 				 ki->public_key_len, info, info_len, aad, aad_len, enc, enc_len,
 				 ct, ct_len, ret_pt);

@@ -324,7 +324,8 @@ int mk_hpke_soft_dh(void *userdata, const uint8_t *pk, size_t pk_len, mk_secret 
 		r = d ? -ENOMEM : mk_error(-EINVAL, "%s private key is not a valid scalar", k->name);
 		goto out;
 	}
-	if (EC_POINT_oct2point(g, peer, pk, pk_len, NULL) != 1 ||
+	/* Only the uncompressed form: OpenSSL would also take compressed and hybrid (06/07). */
+	if (pk[0] != 0x04 || EC_POINT_oct2point(g, peer, pk, pk_len, NULL) != 1 ||
 	    EC_POINT_is_on_curve(g, peer, NULL) != 1 || EC_POINT_is_at_infinity(g, peer)) {
 		r = mk_error(-EINVAL, "%s public key is not a point on the curve", k->name);
 		goto out;

@@ -248,8 +248,19 @@ static void test_negative(const char *file)
 		mkt_ok_err(OPEN(v.info.data, v.info.len, aad.data, aad.len, comp, 33, ct.data,
 				ct.len),
 			   -EINVAL, "P-256 compressed kem_output refused");
-		/* The vector's own kem_output with y negated is on the curve, but a different
-		 * point: the DH differs and authentication fails. */
+		/* hybrid form (06/07 || X || Y): OpenSSL parses it, mlskey must not */
+		{
+			mk_secret *dh = NULL;
+
+			memcpy(comp, v.enc.data, 65);
+			comp[0] = (uint8_t)(0x06 | (comp[64] & 1));
+			mkt_ok_err(OPEN(v.info.data, v.info.len, aad.data, aad.len, comp, 65,
+					ct.data, ct.len),
+				   -EINVAL, "P-256 hybrid-form kem_output refused");
+			mkt_ok_err(mk_hpke_soft_dh(&rk, comp, 65, &dh), -EINVAL,
+				   "software DH refuses the hybrid form too (fuzz-point regression)");
+			mkt_ok(dh == NULL, "no DH result");
+		}
 	}
 	mkt_ok(got.data == NULL, "no plaintext for any bad kem_output");
 

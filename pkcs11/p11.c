@@ -324,6 +324,14 @@ bool mk_token_logged_in(mk_token *t, CK_SESSION_HANDLE s)
 
 /* --- modules ----------------------------------------------------------------------------- */
 
+/*
+ * Every module is loaded through p11-kit as a managed module, registered or by path. p11-kit
+ * then calls its C_Initialize with CKF_OS_LOCKING_OK and mutex callbacks (checked on 0.24.1
+ * with a module that prints its arguments), so the module may be called from several threads
+ * at once, and it counts initialisations, so another user of the same module in the process
+ * (tests/p11-import.c, a second mk_p11) does not finalise it under us.
+ */
+
 static char *resolve_path(const char *path)
 {
 	char buf[PATH_MAX];

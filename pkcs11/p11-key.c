@@ -319,7 +319,7 @@ static bool key_type_fits(CK_KEY_TYPE kt, mk_curve c)
 	}
 }
 
-/* Decides the key's algorithm, or MK_ALG_NONE with *ret_reason (allocated). */
+/* Sets k->alg, or MK_ALG_NONE with k->reason (allocated), and *ret_curve. 0 or -ENOMEM. */
 static int classify(CK_KEY_TYPE kt, bool have_kt, const uint8_t *params, size_t params_len,
 		    mk_key_info *k, mk_curve *ret_curve)
 {

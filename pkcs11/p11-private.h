@@ -127,9 +127,10 @@ void mk_token_return(mk_token *t, mk_session *s, bool discard);
 bool mk_token_logged_in(mk_token *t, CK_SESSION_HANDLE s);
 
 /*
- * Resolves uri (a token or key URI) to the tokens it matches, as new references in *ret
- * (free with mk_token_array_unref). -EINVAL for a malformed URI (or *ret_uri parse
- * failure), sets *ret_uri to the parsed URI when ret_uri is not NULL.
+ * Resolves uri (a token or key URI) to every known token it matches, present or not, as new
+ * references in *ret (free with mk_token_array_unref). -EINVAL for a malformed URI or one
+ * with attributes we do not know. When ret_uri is not NULL it receives the parsed URI
+ * (p11_kit_uri_free).
  */
 int mk_p11_match_tokens(mk_p11 *p, const char *uri, mk_token ***ret, size_t *ret_n,
 			P11KitUri **ret_uri);

@@ -14,7 +14,8 @@
 
 static int mkt_n, mkt_failed;
 
-static inline void mkt_vok(bool cond, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static inline void mkt_vok(bool cond, const char *fmt,
+									va_list ap)
 {
 	mkt_n++;
 	if (!cond)

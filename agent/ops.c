@@ -201,7 +201,11 @@ static void check_tokens(mk_agent *a, const mk_token_info *t, size_t n)
 	free(a->token_state);
 	a->token_state = state;
 	pthread_mutex_unlock(&a->lock);
-	if (changed && a->notify)
+	if (!changed)
+		return;
+	/* a token came or went: no cached key handle is to be trusted */
+	cache_clear(a);
+	if (a->notify)
 		a->notify(a->notify_ud);
 }
 

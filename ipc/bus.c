@@ -1255,9 +1255,14 @@ int mk_bus_connect(const mk_config *cfg, mk_bus **ret)
 			b->conn = NULL;
 		}
 	} else {
-		b->conn = dbus_bus_get_private(cfg->bus == MK_BUS_SYSTEM ? DBUS_BUS_SYSTEM
-									 : DBUS_BUS_SESSION,
-					       &err);
+		const char *starter = getenv("DBUS_STARTER_BUS_TYPE");
+		DBusBusType type = cfg->bus == MK_BUS_SYSTEM ? DBUS_BUS_SYSTEM : DBUS_BUS_SESSION;
+
+		/* started by D-Bus activation: answer on the bus that started us */
+		if (starter && getenv("DBUS_STARTER_ADDRESS") &&
+		    strcmp(starter, cfg->bus == MK_BUS_SYSTEM ? "system" : "session") == 0)
+			type = DBUS_BUS_STARTER;
+		b->conn = dbus_bus_get_private(type, &err);
 	}
 	if (!b->conn) {
 		r = mk_error(-ECONNREFUSED, "cannot connect to the %s bus: %s",

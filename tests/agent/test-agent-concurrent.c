@@ -12,16 +12,21 @@
 #include "common/secmem.h"
 #include "tests/agent/agent-test.h"
 
-#define CLIENTS 50
-#define ROUNDS 100
-#define WARMUP_ROUNDS 10
-
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
 #define UNDER_ASAN 1
 #endif
+#endif
+
+#define CLIENTS 50
+#define WARMUP_ROUNDS 10
+#ifdef UNDER_ASAN
+/* ASan with slow unwinding makes each call ~50x dearer: fewer rounds, same concurrency */
+#define ROUNDS 20
+#else
+#define ROUNDS 100
 #endif
 
 static const char *addr;
@@ -159,16 +164,19 @@ int main(void)
 	       "every one of %d plaintexts matches (%d ok, %d bad)", CLIENTS * ROUNDS,
 	       (int)dec_ok, (int)dec_bad);
 #ifdef UNDER_ASAN
-	/* ASan's quarantine holds freed memory back on purpose: only a gross leak shows */
-	limit_kib = 64 * 1024;
+	/* ASan's quarantine holds freed memory back on purpose, so RSS grows here by design;
+	 * leaks show instead as LeakSanitizer's non-zero exit status of mlskeyd below */
+	(void)limit_kib;
+	mkt_diag("under ASan the RSS figures are not a leak measure; LeakSanitizer checks the "
+		 "agent at exit");
 #else
 	limit_kib = 4 * 1024;
-#endif
 	mkt_ok(rss_warm > 0 && rss_end > 0 && rss_end - rss_warm < limit_kib,
 	       "the agent's memory is flat: %+ld KiB over %d calls (limit %ld KiB)",
 	       rss_end - rss_warm, 2 * CLIENTS * ROUNDS, limit_kib);
+#endif
 	mkt_ok(pin_getpins() == 1, "one PIN dialog in all (%d)", pin_getpins());
-	mkt_ok(mkt_agent_stop(pid) == 0, "mlskeyd stops cleanly");
+	mkt_ok(mkt_agent_stop(pid) == 0, "mlskeyd stops cleanly (exit status 0: no leak found)");
 	mk_bytes_clear(&sig_pub);
 	mk_bytes_clear(&hpke_pub);
 	return mkt_done();

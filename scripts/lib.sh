@@ -75,6 +75,10 @@ mk_build()
 		return 1
 	fi
 	rm -f "$log"
+	if ninja -C "$dir" -n | grep -q '^ninja: no work to do'; then
+		mk_say "$dir is up to date"
+		return 0
+	fi
 	if ! ninja -C "$dir" --quiet; then
 		mk_say "build of $dir FAILED"
 		return 1

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
 #include <limits.h>
-#include <stdbool.h>
 #include <openssl/bn.h>
 #include <openssl/ec.h>
+#include <pthread.h>
 #include <sodium.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -531,11 +532,51 @@ mk_hpke_ctx *mk_hpke_ctx_free(mk_hpke_ctx *c)
 	return NULL;
 }
 
-int mk_hpke_key_schedule(mk_hpke_suite s, const mk_secret *shared, const uint8_t *info,
-			 size_t info_len, mk_hpke_ctx **ret)
+/*
+ * psk_id_hash = LabeledExtract("", "psk_id_hash", "") in mode_base depends on the suite only
+ * and is public: computed once per suite and kept.
+ */
+static int psk_id_hash(mk_hpke_suite s, const suite_id *sid, uint8_t out[MK_HPKE_NH_MAX])
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static struct {
+		mk_hpke_suite s;
+		uint8_t h[MK_HPKE_NH_MAX];
+	} cache[ELEMENTSOF(kems) * ELEMENTSOF(kdfs) * ELEMENTSOF(aeads)];
+	static size_t ncache;
+	_cleanup_secret_ mk_secret *h = NULL;
+	bool found = false;
+	int r;
+
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < ncache && !found; i++)
+		if (cache[i].s.kem == s.kem && cache[i].s.kdf == s.kdf && cache[i].s.aead == s.aead) {
+			memcpy(out, cache[i].h, sid->nh);
+			found = true;
+		}
+	pthread_mutex_unlock(&lock);
+	if (found)
+		return 0;
+	r = labeled_extract(sid, NULL, 0, "psk_id_hash", NULL, 0, &h);
+	if (r < 0)
+		return r;
+	memcpy(out, h->data, sid->nh);
+	pthread_mutex_lock(&lock);
+	if (ncache < ELEMENTSOF(cache)) {
+		cache[ncache].s = s;
+		memcpy(cache[ncache].h, h->data, sid->nh);
+		ncache++;
+	}
+	pthread_mutex_unlock(&lock);
+	return 0;
+}
+
+/* The key schedule; the exporter secret only when asked (single-shot Open never exports). */
+static int key_schedule(mk_hpke_suite s, const mk_secret *shared, const uint8_t *info,
+			size_t info_len, bool exporter, mk_hpke_ctx **ret)
 {
 	_cleanup_(mk_hpke_ctx_freep) mk_hpke_ctx *c = NULL;
-	_cleanup_secret_ mk_secret *psk_id_hash = NULL, *info_hash = NULL, *secret = NULL;
+	_cleanup_secret_ mk_secret *info_hash = NULL, *secret = NULL;
 	uint8_t ksc[1 + 2 * MK_HPKE_NH_MAX];
 	suite_id sid;
 	size_t nh;
@@ -558,14 +599,13 @@ int mk_hpke_key_schedule(mk_hpke_suite s, const mk_secret *shared, const uint8_t
 	sid = hpke_suite_id(s, c->kdf);
 	nh = c->kdf->nh;
 
-	r = labeled_extract(&sid, NULL, 0, "psk_id_hash", NULL, 0, &psk_id_hash);
+	ksc[0] = 0x00; /* mode_base */
+	r = psk_id_hash(s, &sid, ksc + 1);
 	if (r < 0)
 		return r;
 	r = labeled_extract(&sid, NULL, 0, "info_hash", info, info_len, &info_hash);
 	if (r < 0)
 		return r;
-	ksc[0] = 0x00; /* mode_base */
-	memcpy(ksc + 1, psk_id_hash->data, nh);
 	memcpy(ksc + 1 + nh, info_hash->data, nh);
 	r = labeled_extract(&sid, shared->data, shared->len, "secret", NULL, 0, &secret);
 	if (r < 0)
@@ -577,14 +617,22 @@ int mk_hpke_key_schedule(mk_hpke_suite s, const mk_secret *shared, const uint8_t
 			   &c->base_nonce);
 	if (r < 0)
 		return r;
-	r = labeled_expand(&sid, secret, "exp", ksc, 1 + 2 * nh, nh, &c->exporter);
-	if (r < 0)
-		return r;
+	if (exporter) {
+		r = labeled_expand(&sid, secret, "exp", ksc, 1 + 2 * nh, nh, &c->exporter);
+		if (r < 0)
+			return r;
+	}
 	r = mk_secret_new(c->aead->nn, &c->nonce);
 	if (r < 0)
 		return r;
 	*ret = TAKE_PTR(c);
 	return 0;
+}
+
+int mk_hpke_key_schedule(mk_hpke_suite s, const mk_secret *shared, const uint8_t *info,
+			 size_t info_len, mk_hpke_ctx **ret)
+{
+	return key_schedule(s, shared, info, info_len, true, ret);
 }
 
 const mk_secret *mk_hpke_ctx_key(const mk_hpke_ctx *c)
@@ -722,6 +770,8 @@ int mk_hpke_ctx_export(const mk_hpke_ctx *c, const uint8_t *exp_ctx, size_t exp_
 {
 	suite_id sid = hpke_suite_id(c->s, c->kdf);
 
+	if (!c->exporter)
+		return mk_error(-EINVAL, "this HPKE context has no exporter secret");
 	return labeled_expand(&sid, c->exporter, "sec", exp_ctx, exp_ctx_len, L, ret);
 }
 
@@ -746,7 +796,7 @@ int mk_hpke_open_base(mk_hpke_suite s, mk_hpke_dh_fn dh_fn, void *userdata, cons
 	r = mk_hpke_decap(s, dh_fn, userdata, enc, enc_len, pkR, pkR_len, &shared);
 	if (r < 0)
 		return r;
-	r = mk_hpke_key_schedule(s, shared, info, info_len, &c);
+	r = key_schedule(s, shared, info, info_len, false, &c);
 	if (r < 0)
 		return r;
 	return mk_hpke_ctx_open(c, aad, aad_len, ct, ct_len, ret_pt);
@@ -784,7 +834,7 @@ int mk_hpke_seal_base(mk_hpke_suite s, const uint8_t *pkR, size_t pkR_len, const
 	r = extract_and_expand(k, dh, enc.data, pkR, &shared);
 	if (r < 0)
 		return r;
-	r = mk_hpke_key_schedule(s, shared, info, info_len, &c);
+	r = key_schedule(s, shared, info, info_len, false, &c);
 	if (r < 0)
 		return r;
 	r = mk_hpke_ctx_seal(c, aad, aad_len, pt, pt_len, &ct);

@@ -915,7 +915,7 @@ _public_ int mlskey_generate_key(mlskey_client *c, const char *token_uri, const 
 	if (!purpose)
 		purpose = alg_purpose(algorithm);
 	if (!purpose)
-		return err_set(-EOPNOTSUPP, "org.mlskey.Error.Unsupported",
+		return err_set(-EINVAL, "org.mlskey.Error.InvalidInput",
 			       "unknown key algorithm \"%s\" (ecdsa-p256, ecdsa-p384, ecdsa-p521, "
 			       "ed25519, dhkem-p256, dhkem-p384, dhkem-p521, dhkem-x25519)",
 			       algorithm);

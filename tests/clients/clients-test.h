@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include "clients/mlskey.h"
@@ -140,4 +142,33 @@ static inline const mlskey_token *find_token(const mlskey_token *t, size_t n, co
 		if (strcmp(t[i].label, label) == 0)
 			return &t[i];
 	return NULL;
+}
+
+/*
+ * Lets process pid open no more files than it has open now (RLIMIT_NOFILE, via prlimit), so
+ * that SoftHSM's file store under the agent cannot write a new object: a real storage failure
+ * of the token. Saves the old limit in *old for files_restore(). false when it cannot.
+ */
+static inline bool files_freeze(pid_t pid, struct rlimit *old)
+{
+	struct rlimit tight;
+	char fddir[64];
+	long fds = 0;
+	DIR *d;
+
+	snprintf(fddir, sizeof(fddir), "/proc/%d/fd", (int)pid);
+	d = opendir(fddir);
+	for (struct dirent *de; d && (de = readdir(d));)
+		fds += de->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	if (fds == 0 || prlimit(pid, RLIMIT_NOFILE, NULL, old) < 0)
+		return false;
+	tight = (struct rlimit){ (rlim_t)fds, old->rlim_max };
+	return prlimit(pid, RLIMIT_NOFILE, &tight, NULL) == 0;
+}
+
+static inline void files_restore(pid_t pid, const struct rlimit *old)
+{
+	prlimit(pid, RLIMIT_NOFILE, old, NULL);
 }

@@ -4,7 +4,6 @@
  * every algorithm and suite, the checks libmlskey adds, and every error name the agent can
  * give on SoftHSM, each provoked by a call a client could make.
  */
-#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -18,11 +17,14 @@
 
 #define TOKEN "clients"
 #define TOKEN2 "clients-second"
+#define TOKEN_LOCKED "clients-locked"
+#define TOKEN_BROKEN "clients-broken"
 
 static const char *addr;
 static mlskey_client *c;   /* every check on */
 static mlskey_client *raw; /* checks off: the agent's own answers */
 static pid_t agent;
+static bool locked_marked;
 
 static const struct {
 	const char *alg, *purpose;
@@ -43,6 +45,51 @@ static char *uris[ELEMENTSOF(algs)];
 static const uint8_t content[] = "LeafNodeTBS bytes for the test";
 static const uint8_t context[] = "a group context";
 static const uint8_t secret[] = "a path secret of some bytes";
+
+/*
+ * Sets CKF_USER_PIN_LOCKED (0x40000) in the SoftHSM token file of the token with that label,
+ * before the agent loads the module. SoftHSM never locks a PIN by itself (it only sets
+ * COUNT_LOW); a card would, and the agent then refuses without a dialog. The token flags
+ * are the big-endian u64 after the CKA_OS_TOKENFLAGS attribute header in token.object.
+ */
+static bool softhsm_mark_pin_locked(const char *label)
+{
+	static const uint8_t tag[16] = { 0, 0, 0, 0, 0x80, 0, 0x53, 0x4b, 0, 0, 0, 0, 0, 0, 0, 2 };
+	char dir[600], padded[33], path[1200];
+	struct dirent *de;
+	bool done = false;
+	DIR *d;
+
+	memset(padded, ' ', 32);
+	memcpy(padded, label, strlen(label));
+	padded[32] = '\0';
+	snprintf(dir, sizeof(dir), "%s/tokens", mkt_tmpdir());
+	d = opendir(dir);
+	while (d && !done && (de = readdir(d))) {
+		uint8_t buf[8192];
+		size_t n;
+		FILE *f;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s/token.object", dir, de->d_name);
+		f = fopen(path, "r+be");
+		if (!f)
+			continue;
+		n = fread(buf, 1, sizeof(buf), f);
+		if (memmem(buf, n, padded, 32))
+			for (size_t i = 0; i + 24 <= n; i++)
+				if (!memcmp(buf + i, tag, sizeof(tag))) {
+					buf[i + 16 + 5] |= 0x04;
+					done = fseek(f, 0, SEEK_SET) == 0 && fwrite(buf, 1, n, f) == n;
+					break;
+				}
+		fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return done;
+}
 
 static mlskey_client *connect_or_bail(unsigned checks)
 {
@@ -546,8 +593,25 @@ static void test_pin_errors(void)
 	mkt_ok_mlskey_err(r, -EACCES, "org.mlskey.Error.AccessDenied",
 			  "SignWithLabel when no PIN dialog can be shown");
 
-	/* SoftHSM 2.6 counts wrong PINs (pin_count_low) but never locks the user PIN. */
-	printf("ok %d - PinLocked # SKIP SoftHSM never locks a user PIN\n", ++mkt_n);
+	/* PinLocked: a token that reports its PIN locked (see softhsm_mark_pin_locked). */
+	if (locked_marked) {
+		_cleanup_free_ char *uri = NULL;
+		int before = pinentry_getpins();
+
+		r = mlskey_generate_key(c, "pkcs11:token=" TOKEN_LOCKED, NULL, "ecdsa-p256", "k",
+					&uri);
+		mkt_ok_mlskey_err(r, -EKEYREVOKED, "org.mlskey.Error.PinLocked",
+				  "GenerateKey on a token whose PIN is locked");
+		mkt_ok(pinentry_getpins() == before, "... without a PIN dialog");
+		if (mkt_ok_mlskey(mlskey_list_tokens(c, &t, &n), "ListTokens")) {
+			const mlskey_token *f = find_token(t, n, TOKEN_LOCKED);
+
+			mkt_ok(f && f->pin_locked, "the token is listed with pin_locked");
+		}
+		mlskey_tokens_free(t, n);
+	} else
+		printf("ok %d - PinLocked # SKIP could not mark the SoftHSM token's PIN locked\n",
+		       ++mkt_n);
 
 	pinentry_control("");
 	mkt_ok_mlskey(sign_p256(c), "the right PIN works again");
@@ -559,37 +623,33 @@ static void test_pin_errors(void)
 	}
 }
 
-/* TokenError: the store under the token fails (the agent cannot open files). */
+/*
+ * TokenError: the store under a token fails (the agent cannot open files). SoftHSM then
+ * takes that token for broken until it is loaded again, so this uses a token of its own.
+ */
 static void test_token_error(void)
 {
-	_cleanup_free_ char *uri = NULL;
-	struct rlimit old, tight;
-	char fddir[64];
-	DIR *d;
-	long fds = 0;
+	_cleanup_free_ char *uri = NULL, *first = NULL;
+	struct rlimit old;
 	int r;
 
-	snprintf(fddir, sizeof(fddir), "/proc/%d/fd", (int)agent);
-	d = opendir(fddir);
-	for (struct dirent *de; d && (de = readdir(d));)
-		fds += de->d_name[0] != '.';
-	if (d)
-		closedir(d);
-	if (prlimit(agent, RLIMIT_NOFILE, NULL, &old) < 0 || fds == 0) {
+	r = mlskey_generate_key(c, "pkcs11:token=" TOKEN_BROKEN, NULL, "ecdsa-p256", "first",
+				&first);
+	if (!mkt_ok_mlskey(r, "GenerateKey on token %s (logs in)", TOKEN_BROKEN))
+		return;
+	if (!files_freeze(agent, &old)) {
 		printf("ok %d - TokenError # SKIP cannot limit the agent's files: %s\n", ++mkt_n,
 		       strerror(errno));
 		return;
 	}
-	/* SoftHSM's file store writes a new file per object: no file may be opened now. */
-	tight = (struct rlimit){ fds, old.rlim_max };
-	prlimit(agent, RLIMIT_NOFILE, &tight, NULL);
-	r = mlskey_generate_key(c, "pkcs11:token=" TOKEN, NULL, "ecdsa-p256", "no-room", &uri);
-	prlimit(agent, RLIMIT_NOFILE, &old, NULL);
+	r = mlskey_generate_key(c, "pkcs11:token=" TOKEN_BROKEN, NULL, "ecdsa-p256", "no-room",
+				&uri);
+	files_restore(agent, &old);
 	mkt_ok_mlskey_err(r, -EIO, "org.mlskey.Error.TokenError",
 			  "GenerateKey when the token's store cannot write");
 	if (uri)
 		mlskey_delete_key(c, uri);
-	mkt_ok_mlskey(sign_p256(c), "the agent serves a valid call afterwards");
+	mkt_ok_mlskey(sign_p256(c), "the agent serves a valid call on another token afterwards");
 }
 
 /* TokenAbsent: a token that goes away while the agent holds a key of it. */
@@ -600,7 +660,6 @@ static void test_token_absent(void)
 	size_t n = 0;
 	int r;
 
-	mkt_softhsm_add_token(TOKEN2);
 	r = mlskey_generate_key(c, "pkcs11:token=" TOKEN2, NULL, "ecdsa-p256", "gone", &uri);
 	if (!mkt_ok_mlskey(r, "GenerateKey on a second token"))
 		return;
@@ -611,8 +670,7 @@ static void test_token_absent(void)
 	r = mlskey_sign_with_label(raw, uri, 2, "L", content, 1, &sig, &n);
 	mkt_ok_mlskey_err(r, -ENOMEDIUM, "org.mlskey.Error.TokenAbsent",
 			  "SignWithLabel after the token was deleted");
-	mkt_ok_mlskey(sign_p256(c), "keys on the other token still work");
-}
+	mkt_ok_mlskey(sign_p256(c), "keys on the other token still work");}
 
 /* Busy: a queue of one call per token, and a PIN dialog that takes its time. */
 typedef struct busy_job {
@@ -717,6 +775,10 @@ int main(void)
 {
 	mkt_softhsm_setup();
 	mkt_softhsm_add_token(TOKEN);
+	mkt_softhsm_add_token(TOKEN2); /* SoftHSM sees the tokens there are when it starts */
+	mkt_softhsm_add_token(TOKEN_LOCKED);
+	mkt_softhsm_add_token(TOKEN_BROKEN);
+	locked_marked = softhsm_mark_pin_locked(TOKEN_LOCKED);
 	pinentry_log_path();
 	pinentry_control("");
 	agent = mkt_agent_start(NULL);

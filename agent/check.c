@@ -111,7 +111,22 @@ static bool has_attr(P11KitUri *u, CK_ATTRIBUTE_TYPE t)
 	return p11_kit_uri_get_attribute(u, t) != NULL;
 }
 
-int mk_check_key_uri(const char *uri)
+static int format_token_part(P11KitUri *u, char **ret)
+{
+	_cleanup_(uri_freep) P11KitUri *t = p11_kit_uri_new();
+	char *s = NULL;
+
+	if (!t)
+		return -ENOMEM;
+	memcpy(p11_kit_uri_get_token_info(t), p11_kit_uri_get_token_info(u),
+	       sizeof(CK_TOKEN_INFO));
+	if (p11_kit_uri_format(t, P11_KIT_URI_FOR_TOKEN, &s) != P11_KIT_URI_OK)
+		return -ENOMEM;
+	*ret = s;
+	return 0;
+}
+
+int mk_check_key_uri(const char *uri, char **ret_token)
 {
 	_cleanup_(uri_freep) P11KitUri *u = NULL;
 	CK_ATTRIBUTE *cls;
@@ -132,7 +147,7 @@ int mk_check_key_uri(const char *uri)
 					"the key URI names an object of another type than a key "
 					"(use type=private)");
 	}
-	return 0;
+	return ret_token ? format_token_part(u, ret_token) : 0;
 }
 
 int mk_check_token_uri(const char *uri, bool allow_empty)
@@ -250,22 +265,13 @@ size_t mk_key_alg_suites(mk_key_alg a, uint16_t *out, size_t cap)
 
 int mk_uri_token_part(const char *uri, char **ret)
 {
-	_cleanup_(uri_freep) P11KitUri *u = NULL, *t = NULL;
-	char *s = NULL;
+	_cleanup_(uri_freep) P11KitUri *u = NULL;
 	int r;
 
 	r = parse_uri("token", uri, &u);
 	if (r < 0)
 		return r;
-	t = p11_kit_uri_new();
-	if (!t)
-		return -ENOMEM;
-	memcpy(p11_kit_uri_get_token_info(t), p11_kit_uri_get_token_info(u),
-	       sizeof(CK_TOKEN_INFO));
-	if (p11_kit_uri_format(t, P11_KIT_URI_FOR_TOKEN, &s) != P11_KIT_URI_OK)
-		return -ENOMEM;
-	*ret = s;
-	return 0;
+	return format_token_part(u, ret);
 }
 
 int mk_uri_object_label(const char *uri, char **ret)

@@ -28,9 +28,11 @@ bool mk_utf8_valid(const char *s, size_t n);
 
 /*
  * A key URI: a pkcs11: URI (RFC 7512) of at most MK_URI_MAX bytes that names an object
- * (id= or object=) and no other object type than private or public.
+ * (id= or object=) and no other object type than private or public. With ret_token, also
+ * sets *ret_token (free()) to the URI's token part, as mk_uri_token_part() would, from the
+ * same single parse.
  */
-int mk_check_key_uri(const char *uri);
+int mk_check_key_uri(const char *uri, char **ret_token);
 
 /* A token URI: a pkcs11: URI naming no object. "" is accepted when allow_empty. */
 int mk_check_token_uri(const char *uri, bool allow_empty);

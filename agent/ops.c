@@ -403,13 +403,23 @@ static int token_gone(mk_agent *a, const char *uri, int r)
 	return r;
 }
 
+static void describe(char *buf, size_t n, const char *verb, const char *uri)
+{
+	_cleanup_free_ char *label = NULL;
+
+	if (mk_uri_object_label(uri, &label) == 0 && label[0])
+		snprintf(buf, n, "%s with key \"%.100s\"", verb, label);
+	else
+		snprintf(buf, n, "%s with a key", verb);
+}
+
 typedef int (*key_fn)(mk_key *k, void *userdata);
 
 /*
  * Runs fn with the key uri names: from the cache, logging in once when the token asks
  * for it, and telling a removed token from other failures.
  */
-static int with_key(mk_agent *a, const mk_caller *c, const char *uri, const char *what,
+static int with_key(mk_agent *a, const mk_caller *c, const char *uri, const char *verb,
 		    key_fn fn, void *userdata)
 {
 	bool logged_in = false, searched_again = false;
@@ -443,21 +453,15 @@ static int with_key(mk_agent *a, const mk_caller *c, const char *uri, const char
 		if (logged_in)
 			return mk_error(-EACCES, "the token still asks for a login after a "
 						 "successful one; lock it and retry");
+		/* the dialog's words are only built when there is a dialog */
+		char what[200];
+
+		describe(what, sizeof(what), verb, uri);
 		r = login(a, c, uri, what);
 		if (r < 0)
 			return r;
 		logged_in = true;
 	}
-}
-
-static void describe(char *buf, size_t n, const char *verb, const char *uri)
-{
-	_cleanup_free_ char *label = NULL;
-
-	if (mk_uri_object_label(uri, &label) == 0 && label[0])
-		snprintf(buf, n, "%s with key \"%.100s\"", verb, label);
-	else
-		snprintf(buf, n, "%s with a key", verb);
 }
 
 int mk_agent_list_tokens(mk_agent *a, mk_token_info **ret, size_t *ret_n)
@@ -587,15 +591,13 @@ static int fn_public_key(mk_key *k, void *userdata)
 
 int mk_agent_public_key(mk_agent *a, const mk_caller *c, const char *key_uri, mk_bytes *ret)
 {
-	char what[200];
 	int r;
 
 	/* the public object needs no PIN: only fall back to the private key if need be */
 	r = public_key_from_list(a, key_uri, ret);
 	if (r == 0 || r == -ENOMEM)
 		return r;
-	describe(what, sizeof(what), "read the public key", key_uri);
-	return with_key(a, c, key_uri, what, fn_public_key, ret);
+	return with_key(a, c, key_uri, "read the public key", fn_public_key, ret);
 }
 
 typedef struct sign_args {
@@ -617,10 +619,8 @@ int mk_agent_sign(mk_agent *a, const mk_caller *c, const char *key_uri, uint16_t
 		  const char *label, const uint8_t *content, size_t content_len, mk_bytes *ret_sig)
 {
 	sign_args s = { suite, label, content, content_len, ret_sig };
-	char what[200];
 
-	describe(what, sizeof(what), "sign (MLS SignWithLabel)", key_uri);
-	return with_key(a, c, key_uri, what, fn_sign, &s);
+	return with_key(a, c, key_uri, "sign (MLS SignWithLabel)", fn_sign, &s);
 }
 
 typedef struct open_args {
@@ -655,10 +655,8 @@ int mk_agent_decrypt(mk_agent *a, const mk_caller *c, const char *key_uri, uint1
 		.ct_len = ct_len,
 		.ret = ret_pt,
 	};
-	char what[200];
 
-	describe(what, sizeof(what), "decrypt (MLS DecryptWithLabel)", key_uri);
-	return with_key(a, c, key_uri, what, fn_decrypt, &o);
+	return with_key(a, c, key_uri, "decrypt (MLS DecryptWithLabel)", fn_decrypt, &o);
 }
 
 static int fn_hpke_open(mk_key *k, void *userdata)
@@ -695,10 +693,8 @@ int mk_agent_hpke_open(mk_agent *a, const mk_caller *c, const char *key_uri, uin
 		.ct_len = ct_len,
 		.ret = ret_pt,
 	};
-	char what[200];
 
-	describe(what, sizeof(what), "decrypt (HPKE Open)", key_uri);
-	return with_key(a, c, key_uri, what, fn_hpke_open, &o);
+	return with_key(a, c, key_uri, "decrypt (HPKE Open)", fn_hpke_open, &o);
 }
 
 int mk_agent_lock(mk_agent *a, const char *token_uri)

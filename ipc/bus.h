@@ -2,9 +2,10 @@
 /*
  * The D-Bus face of mlskeyd: org.mlskey.Agent1 on /org/mlskey/Agent1 (docs/API.md).
  * One thread (the caller of mk_bus_run) owns the connection and runs a poll() loop over
- * libdbus's watches and timeouts, an eventfd for finished jobs and a signalfd: it checks
- * each call (signature, bounds, caller) and queues the token work on workers, which build
- * the reply; the bus thread sends it. It never waits on a token or a PIN dialog.
+ * libdbus's watches and timeouts, an eventfd (wake-ups) and a signalfd: it checks each call
+ * (signature, bounds, caller) and queues the token work on workers, which build the reply
+ * and send it (libdbus is thread-safe; replies it cannot write at once wake the bus
+ * thread). The bus thread never waits on a token or a PIN dialog.
  */
 #pragma once
 

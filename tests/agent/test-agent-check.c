@@ -114,18 +114,18 @@ static void test_uris(void)
 {
 	char *s = NULL, big[MK_URI_MAX + 16];
 
-	mkt_ok_r(mk_check_key_uri(KEY), "a key URI as ListKeys gives it");
-	mkt_ok_r(mk_check_key_uri("pkcs11:object=sig"), "object= alone names a key");
-	mkt_ok_r(mk_check_key_uri("pkcs11:id=%01;type=public"), "id= with type=public");
-	mkt_ok_err(mk_check_key_uri("pkcs11:token=alice"), -EINVAL, "a token URI is no key URI");
-	mkt_ok_err(mk_check_key_uri(""), -EINVAL, "an empty key URI");
-	mkt_ok_err(mk_check_key_uri("file:///etc/passwd"), -EINVAL, "another scheme");
-	mkt_ok_err(mk_check_key_uri("pkcs11:id=%zz"), -EINVAL, "a bad percent-escape");
-	mkt_ok_err(mk_check_key_uri("pkcs11:object=x;type=cert"), -EINVAL, "type=cert");
+	mkt_ok_r(mk_check_key_uri(KEY, NULL), "a key URI as ListKeys gives it");
+	mkt_ok_r(mk_check_key_uri("pkcs11:object=sig", NULL), "object= alone names a key");
+	mkt_ok_r(mk_check_key_uri("pkcs11:id=%01;type=public", NULL), "id= with type=public");
+	mkt_ok_err(mk_check_key_uri("pkcs11:token=alice", NULL), -EINVAL, "a token URI is no key URI");
+	mkt_ok_err(mk_check_key_uri("", NULL), -EINVAL, "an empty key URI");
+	mkt_ok_err(mk_check_key_uri("file:///etc/passwd", NULL), -EINVAL, "another scheme");
+	mkt_ok_err(mk_check_key_uri("pkcs11:id=%zz", NULL), -EINVAL, "a bad percent-escape");
+	mkt_ok_err(mk_check_key_uri("pkcs11:object=x;type=cert", NULL), -EINVAL, "type=cert");
 	memset(big, 'a', sizeof(big));
 	memcpy(big, "pkcs11:object=", 14);
 	big[MK_URI_MAX + 1] = '\0';
-	mkt_ok_err(mk_check_key_uri(big), -EINVAL, "a URI over %d bytes", MK_URI_MAX);
+	mkt_ok_err(mk_check_key_uri(big, NULL), -EINVAL, "a URI over %d bytes", MK_URI_MAX);
 
 	mkt_ok_r(mk_check_token_uri("pkcs11:token=alice", false), "a token URI");
 	mkt_ok_r(mk_check_token_uri("", true), "\"\" for Lock");
@@ -138,6 +138,15 @@ static void test_uris(void)
 	       "the token part of a key URI: %s", s ? s : "(null)");
 	free(s);
 	s = NULL;
+	{
+		char *t1 = NULL, *t2 = NULL;
+
+		mkt_ok(mk_check_key_uri(KEY, &t1) == 0 && mk_uri_token_part(KEY, &t2) == 0 &&
+			       !strcmp(t1, t2),
+		       "mk_check_key_uri gives the same token part from its one parse");
+		free(t1);
+		free(t2);
+	}
 	mkt_ok(mk_uri_object_label(KEY, &s) == 0 && !strcmp(s, "sig"), "the object label");
 	free(s);
 }

@@ -430,14 +430,16 @@ static int key_token(bench *b, const char *uri, char **ret)
 	r = mlskey_list_keys(b->clients[0], &k, &n);
 	if (r < 0)
 		return cli_fail(b->g, r, "cannot list keys");
-	r = cli_usage_error(b->g, "key %s vanished", uri);
-	for (size_t i = 0; i < n; i++)
+	r = -ENOKEY;
+	for (size_t i = 0; i < n && r < 0; i++)
 		if (strcmp(k[i].uri, uri) == 0) {
 			*ret = strdup(k[i].token);
-			r = 0;
+			r = *ret ? 0 : -ENOMEM;
 		}
 	mlskey_keys_free(k, n);
-	return r;
+	if (r < 0)
+		return cli_usage_error(b->g, "key %s is no longer listed by the agent", uri);
+	return 0;
 }
 
 static int open_in_process(bench *b, const char *module, const char *pin)

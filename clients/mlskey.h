@@ -190,7 +190,9 @@ void mlskey_keys_free(mlskey_key *keys, size_t n);
  * "ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "ed25519" (purpose "signature") or "dhkem-p256",
  * "dhkem-p384", "dhkem-p521", "dhkem-x25519" (purpose "hpke"). purpose may be NULL: it
  * follows from the algorithm. label: the key's CKA_LABEL (may be NULL or ""). May ask for
- * the token's PIN. Sets *ret_uri (free()) to the new key's URI.
+ * the token's PIN. Sets *ret_uri (free()) to the new key's URI. -EINVAL for an unknown
+ * algorithm or one of another purpose, -ENODEV when no token matches, -EOPNOTSUPP when the
+ * token cannot make such keys.
  */
 int mlskey_generate_key(mlskey_client *c, const char *token_uri, const char *purpose,
 			const char *algorithm, const char *label, char **ret_uri);

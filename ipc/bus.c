@@ -1067,14 +1067,6 @@ static void handle_call(mk_bus *b, DBusMessage *msg, const method *m)
 	int r;
 
 	mk_error_clear();
-	if (!dbus_message_has_signature(msg, m->in_sig)) {
-		r = mk_error(-EINVAL, "%s takes arguments (%s), not (%s); see docs/API.md", m->name,
-			     m->in_sig, dbus_message_get_signature(msg));
-		mk_log(LOG_NOTICE, "%s from %s: InvalidInput: %s", m->name, sender ? sender : "?",
-		       mk_error_text(r));
-		reply_errno_now(b, msg, r);
-		return;
-	}
 	j = calloc(1, sizeof(*j));
 	if (!j) {
 		reply_errno_now(b, msg, -ENOMEM);
@@ -1083,10 +1075,14 @@ static void handle_call(mk_bus *b, DBusMessage *msg, const method *m)
 	j->bus = b;
 	j->m = m;
 	j->msg = dbus_message_ref(msg);
+	/* who first (another user learns nothing, not even about its arguments), then what */
 	r = peer_lookup(b, sender ? sender : "", &j->caller);
 	if (r == 0 && j->caller.uid != b->uid)
 		r = mk_error(-EACCES, "user %u may not use the mlskey agent of user %u",
 			     (unsigned)j->caller.uid, (unsigned)b->uid);
+	if (r == 0 && !dbus_message_has_signature(msg, m->in_sig))
+		r = mk_error(-EINVAL, "%s takes arguments (%s), not (%s); see docs/API.md", m->name,
+			     m->in_sig, dbus_message_get_signature(msg));
 	if (r == 0)
 		r = m->check(b, j);
 	if (r == 0)

@@ -618,6 +618,12 @@ int main(void)
 		av_add(&a, gv);
 		expect_error(&a, "AccessDenied", "a call from user nobody");
 		mkt_ok(strstr(res.err, "user 65534") != NULL, "  the message names the user");
+		/* the caller is checked before the arguments: a malformed call learns nothing */
+		run_list(&res, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+			 "busctl", addr_arg, "call", AGENT_NAME, AGENT_PATH, AGENT_IFACE,
+			 "SignWithLabel", "s", "x", NULL);
+		mkt_ok(res.status != 0 && strstr(res.err, "may not use the mlskey agent"),
+		       "a malformed call from user nobody is also AccessDenied: %s", res.err);
 		chmod(mkt_tmpdir(), 0700);
 	} else {
 		mkt_diag("not root or no setpriv: AccessDenied is not provoked here");

@@ -585,8 +585,7 @@ static void run_list_keys(job *j)
 		dict_b(&d, "never_extractable", k[i].never_extractable);
 		dict_b(&d, "always_sensitive", k[i].always_sensitive);
 		dict_b(&d, "always_authenticate", k[i].always_authenticate);
-		/* the token layer does not report certificates yet */
-		dict_b(&d, "has_certificate", false);
+		dict_b(&d, "has_certificate", k[i].has_certificate);
 		ok = d.ok && entry_close(&list, &st, &dm);
 	}
 	if (ok)

@@ -135,6 +135,7 @@ typedef struct mk_key_info {
 	bool private_visible; /* the private object was seen (else: log in to read it) */
 	bool can_sign, can_derive;
 	bool local, never_extractable, always_sensitive, always_authenticate;
+	bool has_certificate; /* an X.509 certificate on the token carries this public key */
 	bool sensitive, extractable;
 } mk_key_info;
 

@@ -10,6 +10,7 @@
  * does not log the token layer out while it keeps sessions of its own.
  */
 #include <errno.h>
+#include <openssl/x509.h>
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/pkcs11.h>
 #include <stdbool.h>
@@ -168,17 +169,76 @@ static int create_pair(CK_FUNCTION_LIST *m, CK_SESSION_HANDLE s, const import_al
 	return 0;
 }
 
+/* Loads SoftHSM through p11-kit, opens a R/W session on the token labelled token_label and
+ * logs in with MKT_USER_PIN. On success the caller ends with close_token(). */
+static int open_token(const char *token_label, CK_FUNCTION_LIST **ret_m, CK_SESSION_HANDLE *ret_s)
+{
+	CK_FUNCTION_LIST *m;
+	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+	CK_SLOT_ID slot;
+	CK_RV rv;
+	int r;
+
+	if (!mkt_softhsm_module()) {
+		mkt_diag("import: SoftHSM2 module not installed");
+		return -ENOENT;
+	}
+	m = p11_kit_module_load(mkt_softhsm_module(), 0);
+	if (!m) {
+		mkt_diag("import: cannot load %s: %s", mkt_softhsm_module(), p11_kit_message());
+		return -ENOENT;
+	}
+	rv = p11_kit_module_initialize(m);
+	if (rv != CKR_OK) {
+		mkt_diag("import: cannot initialise SoftHSM: CK_RV 0x%lx", (unsigned long)rv);
+		p11_kit_module_release(m);
+		return -EIO;
+	}
+	r = find_slot(m, token_label, &slot);
+	if (r < 0) {
+		mkt_diag("import: no SoftHSM token labelled \"%s\"", token_label);
+		goto fail;
+	}
+	rv = m->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s);
+	if (rv != CKR_OK) {
+		mkt_diag("import: C_OpenSession failed: CK_RV 0x%lx", (unsigned long)rv);
+		r = -EIO;
+		goto fail;
+	}
+	rv = m->C_Login(s, CKU_USER, (CK_UTF8CHAR *)MKT_USER_PIN, strlen(MKT_USER_PIN));
+	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+		mkt_diag("import: C_Login on \"%s\" failed: CK_RV 0x%lx", token_label,
+			 (unsigned long)rv);
+		r = rv == CKR_PIN_INCORRECT ? -EKEYREJECTED : -EIO;
+		goto fail;
+	}
+	*ret_m = m;
+	*ret_s = s;
+	return 0;
+fail:
+	if (s != CK_INVALID_HANDLE)
+		m->C_CloseSession(s);
+	p11_kit_module_finalize(m);
+	p11_kit_module_release(m);
+	return r;
+}
+
+static void close_token(CK_FUNCTION_LIST *m, CK_SESSION_HANDLE s)
+{
+	m->C_CloseSession(s);
+	p11_kit_module_finalize(m);
+	p11_kit_module_release(m);
+}
+
 int mkt_import_key(const char *token_label, mk_key_alg alg, const char *label, const uint8_t *id,
 		   size_t id_len, const uint8_t *priv, size_t priv_len, const uint8_t *pub,
 		   size_t pub_len)
 {
-	CK_FUNCTION_LIST *m = NULL;
-	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-	CK_SLOT_ID slot;
+	CK_FUNCTION_LIST *m;
+	CK_SESSION_HANDLE s;
 	uint8_t point[140];
 	size_t point_len;
 	import_alg a;
-	CK_RV rv;
 	int r;
 
 	if (!token_label || !label || !id || !id_len || !priv || !pub) {
@@ -197,46 +257,62 @@ int mkt_import_key(const char *token_label, mk_key_alg alg, const char *label, c
 	point_len = wrap_point(pub, pub_len, point, sizeof(point));
 	if (!point_len)
 		return -EINVAL;
-	if (!mkt_softhsm_module()) {
-		mkt_diag("import: SoftHSM2 module not installed");
-		return -ENOENT;
-	}
-
-	m = p11_kit_module_load(mkt_softhsm_module(), 0);
-	if (!m) {
-		mkt_diag("import: cannot load %s: %s", mkt_softhsm_module(), p11_kit_message());
-		return -ENOENT;
-	}
-	rv = p11_kit_module_initialize(m);
-	if (rv != CKR_OK) {
-		mkt_diag("import: cannot initialise SoftHSM: CK_RV 0x%lx", (unsigned long)rv);
-		p11_kit_module_release(m);
-		return -EIO;
-	}
-
-	r = find_slot(m, token_label, &slot);
-	if (r < 0) {
-		mkt_diag("import: no SoftHSM token labelled \"%s\"", token_label);
-		goto out;
-	}
-	rv = m->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s);
-	if (rv != CKR_OK) {
-		mkt_diag("import: C_OpenSession failed: CK_RV 0x%lx", (unsigned long)rv);
-		r = -EIO;
-		goto out;
-	}
-	rv = m->C_Login(s, CKU_USER, (CK_UTF8CHAR *)MKT_USER_PIN, strlen(MKT_USER_PIN));
-	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
-		mkt_diag("import: C_Login on \"%s\" failed: CK_RV 0x%lx", token_label,
-			 (unsigned long)rv);
-		r = rv == CKR_PIN_INCORRECT ? -EKEYREJECTED : -EIO;
-		goto out;
-	}
+	r = open_token(token_label, &m, &s);
+	if (r < 0)
+		return r;
 	r = create_pair(m, s, &a, label, id, id_len, priv, priv_len, point, point_len);
-out:
-	if (s != CK_INVALID_HANDLE)
-		m->C_CloseSession(s);
-	p11_kit_module_finalize(m);
-	p11_kit_module_release(m);
+	close_token(m, s);
+	return r;
+}
+
+int mkt_import_cert(const char *token_label, const char *label, const uint8_t *id, size_t id_len,
+		    const uint8_t *der, size_t der_len)
+{
+	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+	CK_CERTIFICATE_TYPE ct = CKC_X_509;
+	CK_BBOOL yes = CK_TRUE;
+	const unsigned char *p = der;
+	unsigned char *subject = NULL;
+	CK_FUNCTION_LIST *m;
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE h;
+	X509 *x = NULL;
+	int subject_len = -1;
+	CK_RV rv;
+	int r;
+
+	if (!token_label || !label || !id || !id_len || !der || !der_len) {
+		mkt_diag("import: missing argument");
+		return -EINVAL;
+	}
+	/* SoftHSM wants CKA_SUBJECT with an X.509 certificate. */
+	x = d2i_X509(NULL, &p, (long)der_len);
+	if (x)
+		subject_len = i2d_X509_NAME(X509_get_subject_name(x), &subject);
+	X509_free(x);
+	if (subject_len <= 0) {
+		mkt_diag("import: certificate \"%s\" does not parse", label);
+		return -EINVAL;
+	}
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_CERTIFICATE_TYPE, &ct, sizeof(ct) },
+		{ CKA_TOKEN, &yes, sizeof(yes) },
+		{ CKA_LABEL, (void *)label, strlen(label) },
+		{ CKA_ID, (void *)id, id_len },
+		{ CKA_SUBJECT, subject, (CK_ULONG)subject_len },
+		{ CKA_VALUE, (void *)der, der_len },
+	};
+	r = open_token(token_label, &m, &s);
+	if (r >= 0) {
+		rv = m->C_CreateObject(s, tmpl, ELEMENTSOF(tmpl), &h);
+		if (rv != CKR_OK) {
+			mkt_diag("import: certificate \"%s\": C_CreateObject failed: CK_RV 0x%lx",
+				 label, (unsigned long)rv);
+			r = -EIO;
+		}
+		close_token(m, s);
+	}
+	OPENSSL_free(subject);
 	return r;
 }

@@ -23,3 +23,11 @@
 int mkt_import_key(const char *token_label, mk_key_alg alg, const char *label, const uint8_t *id,
 		   size_t id_len, const uint8_t *priv, size_t priv_len, const uint8_t *pub,
 		   size_t pub_len);
+
+/*
+ * Creates an X.509 certificate object (CKO_CERTIFICATE, CKC_X_509, CKA_VALUE = der) with
+ * CKA_ID id and CKA_LABEL label on the SoftHSM token labelled token_label. Returns 0 or a
+ * negative errno (and prints a TAP diagnostic).
+ */
+int mkt_import_cert(const char *token_label, const char *label, const uint8_t *id, size_t id_len,
+		    const uint8_t *der, size_t der_len);

@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/param_build.h>
+#include <openssl/x509.h>
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/uri.h>
 #include <pthread.h>
@@ -449,6 +450,88 @@ static void test_generate_all(void)
 		mk_key_unref(k);
 		free(uri);
 	}
+}
+
+/* A certificate for the public key `pub` (P-256, MLS encoding), signed by a throwaway CA key. */
+static int make_cert(const uint8_t *pub, size_t pub_len, mk_bytes *ret)
+{
+	EVP_PKEY *subject = pkey_from(MK_CURVE_P256, pub, pub_len, NULL, 0);
+	EVP_PKEY *ca = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	unsigned char *der = NULL;
+	int len = -1;
+
+	if (subject && ca && x && X509_set_version(x, X509_VERSION_3) == 1 &&
+	    ASN1_INTEGER_set(X509_get_serialNumber(x), 1) == 1 &&
+	    X509_gmtime_adj(X509_getm_notBefore(x), 0) && X509_gmtime_adj(X509_getm_notAfter(x), 3600) &&
+	    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+				       (const unsigned char *)"clerk", -1, -1, 0) == 1 &&
+	    X509_set_issuer_name(x, X509_get_subject_name(x)) == 1 && X509_set_pubkey(x, subject) == 1 &&
+	    X509_sign(x, ca, EVP_sha256()) > 0)
+		len = i2d_X509(x, &der);
+	X509_free(x);
+	EVP_PKEY_free(ca);
+	EVP_PKEY_free(subject);
+	if (len <= 0)
+		return -EIO;
+	len = mk_bytes_dup(der, (size_t)len, ret);
+	OPENSSL_free(der);
+	return len;
+}
+
+static bool listed_with_cert(const char *uri)
+{
+	mk_key_info *keys = NULL;
+	size_t n = 0;
+	bool has = false;
+
+	if (mk_p11_list_keys(p, uri_alpha, &keys, &n) < 0)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(keys[i].uri, uri) == 0)
+			has = keys[i].has_certificate;
+	mk_key_info_array_free(keys, n);
+	return has;
+}
+
+/* has_certificate follows the certificate's public key, not its CKA_ID: a certificate stored
+ * under key B's id but carrying key A's public key belongs to A, never to B. */
+static void test_certificate(void)
+{
+	_cleanup_bytes_ mk_bytes cert = MK_BYTES_NULL;
+	char *uri_a = NULL, *uri_b = NULL;
+	mk_key *a = NULL, *b = NULL;
+
+	if (!mkt_ok_r(mk_p11_generate_key(p, uri_alpha, MK_ALG_ECDSA_P256, "cert-a", &uri_a),
+		      "certificate: generate key A") ||
+	    !mkt_ok_r(mk_p11_generate_key(p, uri_alpha, MK_ALG_ECDSA_P256, "cert-b", &uri_b),
+		      "certificate: generate key B"))
+		goto out;
+	a = find(uri_a);
+	b = find(uri_b);
+	if (!mkt_ok(a && b, "certificate: keys found"))
+		goto out;
+	mkt_ok(!listed_with_cert(uri_a) && !listed_with_cert(uri_b),
+	       "certificate: no key has one before the import");
+	if (!mkt_ok_r(make_cert(mk_key_get_info(a)->public_key, mk_key_get_info(a)->public_key_len,
+				&cert),
+		      "certificate: OpenSSL made a certificate for A's public key"))
+		goto out;
+	if (!mkt_ok_r(mkt_import_cert("alpha", "cert-of-a", mk_key_get_info(b)->id,
+				      mk_key_get_info(b)->id_len, cert.data, cert.len),
+		      "certificate: imported under B's CKA_ID"))
+		goto out;
+	mkt_ok(listed_with_cert(uri_a), "certificate: A has a certificate (its public key matches)");
+	mkt_ok(!listed_with_cert(uri_b), "certificate: B has none (the CKA_ID alone does not count)");
+out:
+	mk_key_unref(a);
+	mk_key_unref(b);
+	if (uri_a)
+		mk_p11_delete_key(p, uri_a);
+	if (uri_b)
+		mk_p11_delete_key(p, uri_b);
+	free(uri_a);
+	free(uri_b);
 }
 
 static void test_delete(void)
@@ -1392,6 +1475,7 @@ int main(void)
 	test_enumerate();
 	test_login();
 	test_generate_all();
+	test_certificate();
 	test_delete();
 	test_sign_vectors();
 	test_mls_dh_vectors();

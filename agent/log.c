@@ -3,11 +3,32 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "agent/log.h"
 
 static bool log_stderr;
 static int log_max = LOG_INFO;
+
+/*
+ * Whether a syslog socket exists. Without one (a container, a test bus) glibc's syslog()
+ * would try socket()+connect() again on every line, on the path of every reply; so look
+ * for it at most every 10 seconds instead.
+ */
+static bool syslog_present(void)
+{
+	static _Atomic long next_check;
+	static _Atomic bool present;
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+	if (now.tv_sec >= next_check) {
+		present = access("/dev/log", W_OK) == 0;
+		next_check = now.tv_sec + 10;
+	}
+	return present;
+}
 
 void mk_log_open(bool to_stderr, int max_level)
 {
@@ -27,14 +48,18 @@ void mk_log(int prio, const char *fmt, ...)
 					     "warning", "notice", "info", "debug" };
 	char buf[1024];
 	va_list ap;
+	bool sys;
 
 	if (!mk_log_enabled(prio))
 		return;
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	syslog(prio, "%s", buf);
-	if (log_stderr)
+	sys = syslog_present();
+	if (sys)
+		syslog(prio, "%s", buf);
+	/* Without syslog the line goes to stderr (the journal, under systemd), never nowhere. */
+	if (log_stderr || !sys)
 		/* one fprintf per line: stdio locks the stream, so threads do not interleave */
 		fprintf(stderr, "mlskeyd: %s: %s\n", names[prio & 7], buf);
 }

@@ -883,9 +883,10 @@ static void job_run(void *p, int status)
 			dbus_message_unref(j->reply);
 		j->reply = error_reply(j->msg, j->result);
 	}
-	job_log(j);
+	/* The caller waits for the reply, not for the log line: send first, then log. */
 	if (j->reply)
 		dbus_connection_send(b->conn, j->reply, NULL);
+	job_log(j);
 	if (j->keys_changed)
 		emit(b, "KeysChanged");
 	job_free(j);

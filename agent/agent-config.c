@@ -24,6 +24,7 @@ int mk_config_init(mk_config *c)
 	c->max_label_bytes = 255;
 	c->workers = 4;
 	c->max_queue = 256;
+	c->worker_spin_us = 200;
 	return 0;
 }
 
@@ -180,9 +181,16 @@ int mk_config_set(mk_config *c, const char *key, const char *value)
 			c->max_queue = (unsigned)n;
 		return r;
 	}
+	if (!strcmp(key, "worker-spin-us")) {
+		r = parse_uint(key, value, 0, 10000, &n);
+		if (r == 0)
+			c->worker_spin_us = (unsigned)n;
+		return r;
+	}
 	return mk_error(-EINVAL,
 			"unknown setting \"%s\" (known: pinentry, pinentry-timeout, p11-kit, "
-			"modules, log-level, max-array-bytes, max-label-bytes, workers, max-queue)",
+			"modules, log-level, max-array-bytes, max-label-bytes, workers, max-queue, "
+			"worker-spin-us)",
 			key);
 }
 

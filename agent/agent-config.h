@@ -13,6 +13,7 @@
  *   max-label-bytes = 255        label arguments (at most 255)
  *   workers = 4                  worker threads per token
  *   max-queue = 256              calls waiting per token before Busy
+ *   worker-spin-us = 200         how long an idle worker stays awake for the next call
  */
 #pragma once
 
@@ -43,6 +44,7 @@ typedef struct mk_config {
 	size_t max_label_bytes; /* 0 .. 255 */
 	unsigned workers;       /* 1 .. MK_CONFIG_MAX_WORKERS */
 	unsigned max_queue;     /* 1 .. 65536 */
+	unsigned worker_spin_us; /* 0 .. 10000 */
 } mk_config;
 
 /* Fills c with the defaults. Returns 0 or -ENOMEM. Free with mk_config_clear(). */

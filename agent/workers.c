@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "agent/workers.h"
 #include "common/macros.h"
@@ -19,7 +22,10 @@ typedef struct wqueue {
 	wjob *head, **tail;
 	unsigned waiting; /* jobs queued, not yet taken */
 	unsigned threads; /* threads serving this queue */
-	unsigned idle;    /* of which waiting for work */
+	unsigned idle;    /* of which asleep, waiting for work */
+	unsigned spinning; /* of which briefly awake, watching `pending` */
+	unsigned running;  /* of which running a job */
+	atomic_uint pending; /* == waiting, readable without the lock */
 	pthread_cond_t cond;
 } wqueue;
 
@@ -36,8 +42,16 @@ struct mk_workers {
 	size_t n_queues;
 	wthread *threads;
 	unsigned per_queue, max_queue;
-	bool stopping;
+	unsigned spin_us;
+	atomic_bool stopping;
 };
+
+void mk_workers_set_spin(mk_workers *w, unsigned spin_us)
+{
+	pthread_mutex_lock(&w->lock);
+	w->spin_us = spin_us;
+	pthread_mutex_unlock(&w->lock);
+}
 
 int mk_workers_new(unsigned threads_per_queue, unsigned max_queue, mk_workers **ret)
 {
@@ -52,6 +66,34 @@ int mk_workers_new(unsigned threads_per_queue, unsigned max_queue, mk_workers **
 	return 0;
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Called with w->lock held and the queue empty: stays awake for up to spin_us watching for
+ * the next job before the thread goes to sleep. A client that calls again right after its
+ * reply (the usual MLS pattern: sign a batch, open a few Welcomes) then finds a worker
+ * awake: no futex wake and no context switch on its call's path, which on a small VM
+ * costs as much as the token operation itself. An idle agent still sleeps.
+ */
+static void spin_for_work(mk_workers *w, wqueue *q)
+{
+	uint64_t deadline = now_ns() + (uint64_t)w->spin_us * 1000u;
+
+	q->spinning++;
+	pthread_mutex_unlock(&w->lock);
+	while (!atomic_load_explicit(&q->pending, memory_order_acquire) &&
+	       !atomic_load_explicit(&w->stopping, memory_order_relaxed) && now_ns() < deadline)
+		__builtin_ia32_pause();
+	pthread_mutex_lock(&w->lock);
+	q->spinning--;
+}
+
 static void *worker_main(void *arg)
 {
 	wthread *t = arg;
@@ -60,9 +102,19 @@ static void *worker_main(void *arg)
 
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
+		bool spun = false;
 		wjob *j;
 
 		while (!w->stopping && !q->head) {
+			/* Watch only when this queue has gone quiet (no other job running, no
+			 * other watcher): that is the one-caller-at-a-time case that the spin is
+			 * for. Under load the queue refills by itself, and spinning threads would
+			 * only take CPU from the bus and the clients. */
+			if (w->spin_us && !spun && q->spinning == 0 && q->running == 0) {
+				spin_for_work(w, q);
+				spun = true;
+				continue;
+			}
 			q->idle++;
 			pthread_cond_wait(&q->cond, &w->lock);
 			q->idle--;
@@ -74,10 +126,13 @@ static void *worker_main(void *arg)
 		if (!q->head)
 			q->tail = &q->head;
 		q->waiting--;
+		atomic_fetch_sub_explicit(&q->pending, 1, memory_order_relaxed);
+		q->running++;
 		pthread_mutex_unlock(&w->lock);
 		j->fn(j->job, 0);
 		free(j);
 		pthread_mutex_lock(&w->lock);
+		q->running--;
 	}
 	pthread_mutex_unlock(&w->lock);
 	return NULL;
@@ -154,8 +209,8 @@ int mk_workers_submit(mk_workers *w, const char *key, mk_work_fn fn, void *job)
 		r = -EBUSY;
 		goto fail;
 	}
-	/* more jobs waiting than idle threads to take them: start one, up to the limit */
-	if (q->waiting + 1 > q->idle && q->threads < w->per_queue) {
+	/* more jobs waiting than idle or watching threads to take them: start one, up to the limit */
+	if (q->waiting + 1 > q->idle + q->spinning && q->threads < w->per_queue) {
 		r = add_thread(w, q);
 		if (r < 0 && q->threads == 0)
 			goto fail;
@@ -164,7 +219,10 @@ int mk_workers_submit(mk_workers *w, const char *key, mk_work_fn fn, void *job)
 	*q->tail = j;
 	q->tail = &j->next;
 	q->waiting++;
-	pthread_cond_signal(&q->cond);
+	atomic_fetch_add_explicit(&q->pending, 1, memory_order_release);
+	/* a thread that is awake and watching takes it; wake a sleeper only for the rest */
+	if (q->waiting > q->spinning)
+		pthread_cond_signal(&q->cond);
 	pthread_mutex_unlock(&w->lock);
 	return 0;
 fail:

@@ -24,6 +24,13 @@ typedef void (*mk_work_fn)(void *job, int status);
 int mk_workers_new(unsigned threads_per_queue, unsigned max_queue, mk_workers **ret);
 
 /*
+ * After finishing a job, a worker whose queue is empty stays awake for up to spin_us
+ * microseconds before it sleeps, so that a call arriving meanwhile needs no wake-up (0: sleep
+ * at once). Applies from the next idle period on.
+ */
+void mk_workers_set_spin(mk_workers *w, unsigned spin_us);
+
+/*
  * Queues fn(job) on the queue named key (NUL-terminated; "" for calls of no one token).
  * Never blocks on a job. Returns 0 (fn now owns job), -EBUSY when max_queue jobs already
  * wait on that queue, -ECANCELED after shutdown began, -ENOMEM / -EAGAIN (no thread).

@@ -1283,6 +1283,7 @@ static int setup(mk_bus *b, const sigset_t *stop)
 	r = mk_workers_new(b->cfg->workers, b->cfg->max_queue, &b->workers);
 	if (r < 0)
 		return r;
+	mk_workers_set_spin(b->workers, b->cfg->worker_spin_us);
 	mk_agent_set_notify(b->agent, tokens_changed, b);
 	if (!dbus_connection_set_watch_functions(b->conn, add_watch, remove_watch, toggle_watch,
 						 b, NULL) ||

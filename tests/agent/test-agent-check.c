@@ -258,6 +258,40 @@ static void test_workers(void)
 	mkt_ok(mk_workers_free(NULL) == NULL, "free(NULL)");
 }
 
+static pthread_t quick_tid[2];
+static atomic_int quick_done;
+
+static void quick_job(void *job, int status)
+{
+	int i = *(int *)job;
+
+	if (status == 0)
+		quick_tid[i] = pthread_self();
+	quick_done++;
+}
+
+/* With worker-spin-us set, a call that comes while a worker still watches is taken by that
+ * worker: no second thread is started for it, and it runs at once. */
+static void test_workers_spin(void)
+{
+	static int idx[2] = { 0, 1 };
+	mk_workers *w = NULL;
+
+	quick_done = 0;
+	mkt_ok_r(mk_workers_new(2, 8, &w), "a pool with 2 threads per queue");
+	mk_workers_set_spin(w, 200000); /* 200 ms: far longer than this test needs */
+	mkt_ok_r(mk_workers_submit(w, "pkcs11:token=S", quick_job, &idx[0]), "first call");
+	wait_for(&quick_done, 1);
+	usleep(2000); /* the worker is now watching for the next call */
+	mkt_ok_r(mk_workers_submit(w, "pkcs11:token=S", quick_job, &idx[1]), "second call");
+	wait_for(&quick_done, 2);
+	mkt_ok(quick_done == 2, "both calls ran");
+	mkt_ok(pthread_equal(quick_tid[0], quick_tid[1]),
+	       "the watching worker took the second call (no second thread started)");
+	w = mk_workers_free(w);
+	mkt_ok(w == NULL, "a pool with a watching worker stops at once");
+}
+
 /* Every errno the agent returns reaches the client under its stable name. */
 static void test_error_names(void)
 {
@@ -301,5 +335,6 @@ int main(void)
 	test_uris();
 	test_algorithms();
 	test_workers();
+	test_workers_spin();
 	return mkt_done();
 }

@@ -144,6 +144,93 @@ static bool sign_finish(mk_token *t, CK_SESSION_HANDLE s, const uint8_t *data, s
 	return rv == CKR_OK;
 }
 
+/* --- context-specific login -------------------------------------------------------------- */
+
+static __thread mk_p11_auth_fn auth_fn;
+static __thread void *auth_userdata;
+
+void mk_p11_set_thread_auth(mk_p11_auth_fn fn, void *userdata)
+{
+	auth_fn = fn;
+	auth_userdata = userdata;
+}
+
+/* Does the private object h want a login for every use? Read once per handle, not per call. */
+static bool key_always_auth(mk_key *k, const mk_session *s, CK_OBJECT_HANDLE h)
+{
+	CK_BBOOL v = CK_FALSE;
+	CK_ATTRIBUTE a = { CKA_ALWAYS_AUTHENTICATE, &v, sizeof(v) };
+	bool known, yes;
+
+	if (k->info.always_authenticate)
+		return true;
+	pthread_mutex_lock(&k->lock);
+	known = k->auth_known && k->auth_handle == h && k->auth_gen == s->gen;
+	yes = k->always_auth;
+	pthread_mutex_unlock(&k->lock);
+	if (known)
+		return yes;
+	yes = k->tok->f->C_GetAttributeValue(s->h, h, &a, 1) == CKR_OK && v == CK_TRUE;
+	pthread_mutex_lock(&k->lock);
+	k->auth_known = true;
+	k->auth_handle = h;
+	k->auth_gen = s->gen;
+	k->always_auth = yes;
+	pthread_mutex_unlock(&k->lock);
+	return yes;
+}
+
+/* After C_SignInit: one C_Login(CKU_CONTEXT_SPECIFIC) per PIN the thread's function hands
+ * over, for as long as it hands one over. */
+static int context_login(mk_key *k, CK_SESSION_HANDLE s)
+{
+	mk_token *t = k->tok;
+	int last = 0;
+
+	if (!auth_fn)
+		return mk_error(-EACCES, "key \"%s\" on token \"%s\" wants the PIN for every use, "
+				"and nothing here can ask for it", k->info.label, t->label);
+	for (unsigned attempt = 1;; attempt++) {
+		mk_secret *pin = NULL;
+		CK_RV rv;
+		int r;
+
+		r = auth_fn(auth_userdata, &k->info, attempt, last, &pin);
+		if (r < 0) {
+			mk_secret_free(pin);
+			return r;
+		}
+		if (pin && pin->len > MK_P11_MAX_PIN) {
+			mk_secret_free(pin);
+			return mk_error(-EINVAL, "the PIN is longer than %u bytes", MK_P11_MAX_PIN);
+		}
+		rv = t->f->C_Login(s, CKU_CONTEXT_SPECIFIC, pin ? (CK_UTF8CHAR *)pin->data : NULL,
+				   pin ? pin->len : 0);
+		mk_secret_free(pin);
+		if (rv == CKR_OK)
+			return 0;
+		last = mk_p11_error(rv, t, "log in for one use of the key");
+		if (last != -EKEYREJECTED)
+			return last;
+	}
+}
+
+/*
+ * Ends a signature operation that was initialised but will not be finished (its context
+ * login failed): any C_Sign that does not answer CKR_BUFFER_TOO_SMALL ends it, and a token
+ * that signs anyway only wastes the signature. false: the session must be dropped.
+ */
+static bool sign_abort(mk_token *t, CK_SESSION_HANDLE s, const uint8_t *data, size_t n)
+{
+	uint8_t buf[SIG_BUF];
+	CK_ULONG len = sizeof(buf);
+	CK_RV rv = t->f->C_Sign(s, (CK_BYTE *)data, n, buf, &len);
+
+	if (rv == CKR_BUFFER_TOO_SMALL)
+		return sign_finish(t, s, data, n, len);
+	return !mk_p11_rv_session_dead(rv);
+}
+
 /* C_SignInit + C_Sign over data with k's private key; expects exactly want bytes in out. */
 static int key_sign_raw(mk_key *k, CK_MECHANISM_TYPE mech_type, const uint8_t *data, size_t n,
 			uint8_t *out, size_t want, const char *what)
@@ -172,6 +259,13 @@ static int key_sign_raw(mk_key *k, CK_MECHANISM_TYPE mech_type, const uint8_t *d
 			return r;
 		}
 		rv = t->f->C_SignInit(s.h, &mech, h);
+		if (rv == CKR_OK && key_always_auth(k, &s, h)) {
+			r = context_login(k, s.h);
+			if (r < 0) {
+				mk_token_return(t, &s, !sign_abort(t, s.h, data, n));
+				return r;
+			}
+		}
 		if (rv == CKR_OK) {
 			rv = t->f->C_Sign(s.h, (CK_BYTE *)data, n, out, &len);
 			if (rv == CKR_BUFFER_TOO_SMALL)

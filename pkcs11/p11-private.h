@@ -93,6 +93,10 @@ struct mk_key {
 	CK_OBJECT_HANDLE handle;
 	unsigned handle_gen;
 	bool handle_valid;
+	/* CKA_ALWAYS_AUTHENTICATE of the private object, read once per handle (p11-ops.c) */
+	CK_OBJECT_HANDLE auth_handle;
+	unsigned auth_gen;
+	bool auth_known, always_auth;
 };
 
 /* --- p11.c ------------------------------------------------------------------------------- */

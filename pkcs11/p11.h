@@ -184,7 +184,8 @@ int mk_p11_delete_key(mk_p11 *p, const char *uri);
  * in software, signs the digest with CKM_ECDSA, returns DER SEQUENCE{r,s}. Ed25519:
  * CKM_EDDSA over the whole message, returns raw R||S (64 bytes).
  * Returns -EOPNOTSUPP for a key that cannot sign, -ENOTCONN when a login is needed,
- * -ENOMEDIUM when the token is gone.
+ * -ENOMEDIUM when the token is gone. A key with CKA_ALWAYS_AUTHENTICATE gets its
+ * context-specific login through the thread's mk_p11_set_thread_auth() function.
  */
 int mk_key_sign(mk_key *k, const uint8_t *msg, size_t n, mk_bytes *ret_sig);
 
@@ -193,6 +194,30 @@ int mk_key_sign(mk_key *k, const uint8_t *msg, size_t n, mk_bytes *ret_sig);
  * hash length), returns DER. -EOPNOTSUPP for Ed25519 keys, -EINVAL for a wrong length.
  */
 int mk_key_sign_digest(mk_key *k, const uint8_t *digest, size_t n, mk_bytes *ret_sig);
+
+/* --- context-specific login (CKA_ALWAYS_AUTHENTICATE) ----------------------------------- */
+
+/*
+ * Asks for the PIN of one context-specific login: a key with CKA_ALWAYS_AUTHENTICATE wants
+ * the user's PIN again for every signature, after C_SignInit and before C_Sign. key is the
+ * key's info (borrowed for the call); attempt counts from 1 within one signature;
+ * last_error is 0 on the first attempt, else the error of the previous one (-EKEYREJECTED
+ * with its message). Returns 0 and *ret_pin (the token layer hands it to exactly one
+ * C_Login(CKU_CONTEXT_SPECIFIC) and frees it at once), 0 with *ret_pin NULL for a login on
+ * the reader's PIN pad, or a negative errno with a message, which ends the operation with
+ * that error (and no further C_Login). The function decides how often to ask: the token
+ * layer never retries a PIN by itself.
+ */
+typedef int (*mk_p11_auth_fn)(void *userdata, const mk_key_info *key, unsigned attempt,
+			      int last_error, mk_secret **ret_pin);
+
+/*
+ * Sets the function that answers context-specific logins for the signatures made on the
+ * calling thread (NULL: none; a key that wants one then fails with -EACCES). Per thread,
+ * because the dialog names whoever asked for that signature: set it before the operation,
+ * clear it after. Only signatures use it; C_DeriveKey has no place for such a login.
+ */
+void mk_p11_set_thread_auth(mk_p11_auth_fn fn, void *userdata);
 
 /*
  * ECDH on the token with a derive key: validates peer (mk_curve_validate_point), runs

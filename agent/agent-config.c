@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "agent/agent-config.h"
+#include "agent/check.h"
 #include "agent/log.h"
 #include "common/error.h"
 
@@ -25,6 +26,8 @@ int mk_config_init(mk_config *c)
 	c->workers = 4;
 	c->max_queue = 256;
 	c->worker_spin_us = 200;
+	c->pin_attempts = 3;
+	c->idle_logout = 15 * 60;
 	return 0;
 }
 
@@ -40,6 +43,11 @@ void mk_config_clear_modules(mk_config *c)
 void mk_config_clear(mk_config *c)
 {
 	mk_config_clear_modules(c);
+	for (size_t i = 0; i < c->n_tokens; i++) {
+		free(c->tokens[i].uri);
+		free(c->tokens[i].pin_file);
+	}
+	free(c->tokens);
 	free(c->address);
 	free(c->pinentry);
 	memset(c, 0, sizeof(*c));
@@ -187,19 +195,110 @@ int mk_config_set(mk_config *c, const char *key, const char *value)
 			c->worker_spin_us = (unsigned)n;
 		return r;
 	}
+	if (!strcmp(key, "pin-attempts")) {
+		r = parse_uint(key, value, 1, MK_CONFIG_MAX_PIN_ATTEMPTS, &n);
+		if (r == 0)
+			c->pin_attempts = (unsigned)n;
+		return r;
+	}
+	if (!strcmp(key, "idle-logout")) {
+		r = parse_uint(key, value, 0, 7 * 24 * 3600, &n);
+		if (r == 0)
+			c->idle_logout = (unsigned)n;
+		return r;
+	}
 	return mk_error(-EINVAL,
 			"unknown setting \"%s\" (known: pinentry, pinentry-timeout, p11-kit, "
 			"modules, log-level, max-array-bytes, max-label-bytes, workers, max-queue, "
-			"worker-spin-us)",
+			"worker-spin-us, pin-attempts, idle-logout)",
 			key);
 }
+
+/* The section of uri (exactly as written), created when missing. */
+static int token_section(mk_config *c, const char *uri, mk_config_token **ret)
+{
+	mk_config_token *a;
+	int r;
+
+	for (size_t i = 0; i < c->n_tokens; i++)
+		if (!strcmp(c->tokens[i].uri, uri)) {
+			*ret = &c->tokens[i];
+			return 0;
+		}
+	r = mk_check_token_uri(uri, false);
+	if (r < 0) {
+		char why[300];
+
+		/* the message lives in the buffer the next mk_error() writes */
+		snprintf(why, sizeof(why), "%s", mk_error_text(r));
+		return mk_error(r, "[token] uri = %.200s: %s", uri, why);
+	}
+	if (c->n_tokens >= MK_CONFIG_MAX_TOKENS)
+		return mk_error(-E2BIG, "more than %d [token] sections", MK_CONFIG_MAX_TOKENS);
+	a = realloc(c->tokens, (c->n_tokens + 1) * sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	c->tokens = a;
+	a = &c->tokens[c->n_tokens];
+	*a = (mk_config_token){ .uri = strdup(uri) };
+	if (!a->uri)
+		return -ENOMEM;
+	c->n_tokens++;
+	*ret = a;
+	return 0;
+}
+
+int mk_config_set_token(mk_config *c, const char *uri, const char *key, const char *value)
+{
+	mk_config_token *t;
+	char *p;
+	int r;
+
+	if (!strcmp(key, "uri"))
+		return token_section(c, uri, &t);
+	if (strcmp(key, "pin-file") != 0)
+		return mk_error(-EINVAL, "unknown setting \"%s\" in a [token] section (known: "
+				"uri, pin-file)", key);
+	if (value[0] != '/')
+		return mk_error(-EINVAL, "pin-file must be an absolute path, not \"%s\"", value);
+	r = token_section(c, uri, &t);
+	if (r < 0)
+		return r;
+	p = strdup(value);
+	if (!p)
+		return -ENOMEM;
+	free(t->pin_file);
+	t->pin_file = p;
+	return 0;
+}
+
 
 typedef struct load_state {
 	mk_config *c;
 	const char *path;
 	int r;
 	char msg[512];
+	size_t token; /* 1 + the index of the [token] entry the last uri= started; 0: none */
 } load_state;
+
+static int on_token_entry(load_state *st, const char *name, const char *value)
+{
+	int r;
+
+	if (!strcmp(name, "uri")) {
+		r = mk_config_set_token(st->c, value, "uri", value);
+		if (r < 0)
+			return r;
+		for (size_t i = 0; i < st->c->n_tokens; i++)
+			if (!strcmp(st->c->tokens[i].uri, value))
+				st->token = i + 1;
+		return 0;
+	}
+	if (!st->token)
+		return mk_error(-EINVAL, "%s before uri: each entry of a [token] section starts "
+				"with uri = pkcs11:...", name);
+	return mk_config_set_token(st->c, st->c->tokens[st->token - 1].uri, name, value);
+}
 
 static int on_entry(void *userdata, const char *section, const char *name, const char *value)
 {
@@ -208,13 +307,16 @@ static int on_entry(void *userdata, const char *section, const char *name, const
 
 	if (st->r < 0)
 		return 0;
-	if (strcmp(section, "agent") != 0) {
+	if (strcmp(section, "agent") == 0) {
+		r = mk_config_set(st->c, name, value);
+	} else if (strcmp(section, "token") == 0) {
+		r = on_token_entry(st, name, value);
+	} else {
 		st->r = -EINVAL;
-		snprintf(st->msg, sizeof(st->msg), "unknown section [%s] (known: [agent])",
+		snprintf(st->msg, sizeof(st->msg), "unknown section [%s] (known: [agent], [token])",
 			 section);
 		return 0;
 	}
-	r = mk_config_set(st->c, name, value);
 	if (r < 0) {
 		st->r = r;
 		snprintf(st->msg, sizeof(st->msg), "%s", mk_error_text(r));
@@ -244,8 +346,8 @@ int mk_config_load(mk_config *c, const char *path)
 	if (line > 0 && st.r < 0)
 		return mk_error(st.r, "%s:%d: %s", path, line, st.msg);
 	if (line > 0)
-		return mk_error(-EINVAL, "%s:%d: syntax error (expected [agent] and key = value)",
-				path, line);
+		return mk_error(-EINVAL, "%s:%d: syntax error (expected [agent] or [token] and "
+				"key = value)", path, line);
 	return 0;
 }
 

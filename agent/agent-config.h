@@ -14,6 +14,17 @@
  *   workers = 4                  worker threads per token
  *   max-queue = 256              calls waiting per token before Busy
  *   worker-spin-us = 200         how long an idle worker stays awake for the next call
+ *   pin-attempts = 3             PIN dialogs per call after wrong PINs, in all (1 .. 10)
+ *   idle-logout = 900            seconds without an operation before C_Logout (0: never)
+ *
+ *   [token]
+ *   uri = pkcs11:token=hsm1;serial=42  the tokens this entry is for (a token URI)
+ *   pin-file = /etc/mlskey/hsm1.pin    headless login: the PIN from this file
+ *
+ * Each `uri =` in a [token] section starts an entry; the settings after it belong to it.
+ * An entry applies to every token its URI matches (the first matching entry wins).
+ * pin-file must be an absolute path. (The URI is a value, not part of the section name,
+ * because inih cuts section names after 49 bytes.)
  */
 #pragma once
 
@@ -29,6 +40,14 @@ typedef enum mk_bus_kind {
 #define MK_CONFIG_MAX_MODULES 32
 #define MK_CONFIG_DEFAULT_MAX_ARRAY (4u * 1024 * 1024)
 #define MK_CONFIG_MAX_WORKERS 64
+#define MK_CONFIG_MAX_TOKENS 64
+#define MK_CONFIG_MAX_PIN_ATTEMPTS 10
+
+/* An entry of a [token] section. */
+typedef struct mk_config_token {
+	char *uri;      /* a token URI (pkcs11:, no object), as written */
+	char *pin_file; /* absolute path, or NULL */
+} mk_config_token;
 
 typedef struct mk_config {
 	mk_bus_kind bus;
@@ -45,6 +64,10 @@ typedef struct mk_config {
 	unsigned workers;       /* 1 .. MK_CONFIG_MAX_WORKERS */
 	unsigned max_queue;     /* 1 .. 65536 */
 	unsigned worker_spin_us; /* 0 .. 10000 */
+	unsigned pin_attempts;  /* 1 .. MK_CONFIG_MAX_PIN_ATTEMPTS */
+	unsigned idle_logout;   /* seconds, 0 = never; at most a week */
+	mk_config_token *tokens; /* in file order */
+	size_t n_tokens;
 } mk_config;
 
 /* Fills c with the defaults. Returns 0 or -ENOMEM. Free with mk_config_clear(). */
@@ -59,6 +82,14 @@ void mk_config_clear(mk_config *c);
  * naming the setting and the accepted values, or -ENOMEM.
  */
 int mk_config_set(mk_config *c, const char *key, const char *value);
+
+/*
+ * Sets one setting of the [token] entry for uri (as written; it must be a token URI):
+ * "uri" (value ignored: only makes sure the entry exists) or "pin-file" (an absolute path).
+ * The entry is created on its first setting. Returns 0, -EINVAL with a message, -E2BIG past
+ * MK_CONFIG_MAX_TOKENS entries, -ENOMEM.
+ */
+int mk_config_set_token(mk_config *c, const char *uri, const char *key, const char *value);
 
 /* Appends one module path (--module). 0, -E2BIG past MK_CONFIG_MAX_MODULES, -ENOMEM. */
 int mk_config_add_module(mk_config *c, const char *path);

@@ -352,38 +352,77 @@ static void reap(conn *c, bool kill_now)
 	c->pid = 0;
 }
 
+/* The first of the environment variables that is set and not empty, or NULL. */
+static const char *env_first(const char *a, const char *b, const char *c)
+{
+	const char *names[] = { a, b, c };
+
+	for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+		const char *v = names[i] ? getenv(names[i]) : NULL;
+
+		if (v && *v)
+			return v;
+	}
+	return NULL;
+}
+
+/* "OPTION name=value" when value is set; a program that does not know it is no error. */
+static int option(conn *c, const char *name, const char *value)
+{
+	char opt[600];
+
+	if (!value || !*value)
+		return 0;
+	snprintf(opt, sizeof(opt), "%s=%s", name, value);
+	return command(c, "OPTION", opt, true);
+}
+
+/*
+ * What gpg-agent tells a pinentry about where to show itself: the X display, the terminal
+ * (GPG_TTY as gpg-agent's users set it, else the daemon's own terminal in --foreground) and
+ * its type, and the locale. Graphical pinentries also read WAYLAND_DISPLAY and
+ * DBUS_SESSION_BUS_ADDRESS from the environment they inherit.
+ */
 static int set_tty_options(conn *c)
 {
-	const char *lc = getenv("LC_ALL"), *term = getenv("TERM");
-	char *tty = NULL;
-	char opt[600];
+	const char *tty = env_first("GPG_TTY", NULL, NULL);
 	int r;
 
-	if (!lc || !*lc)
-		lc = getenv("LC_CTYPE");
-	if (!lc || !*lc)
-		lc = getenv("LANG");
-	if (lc && *lc) {
-		snprintf(opt, sizeof(opt), "lc-ctype=%s", lc);
-		r = command(c, "OPTION", opt, true);
-		if (r < 0)
-			return r;
-	}
-	/* a daemon in a terminal (--foreground): curses/tty pinentries need the tty's name */
-	if (isatty(STDERR_FILENO))
+	if (!tty && isatty(STDERR_FILENO))
 		tty = ttyname(STDERR_FILENO);
-	if (tty) {
-		snprintf(opt, sizeof(opt), "ttyname=%s", tty);
-		r = command(c, "OPTION", opt, true);
-		if (r < 0)
+	r = option(c, "display", env_first("DISPLAY", NULL, NULL));
+	if (r == 0)
+		r = option(c, "ttyname", tty);
+	if (r == 0 && tty)
+		r = option(c, "ttytype", env_first("TERM", NULL, NULL));
+	if (r == 0)
+		r = option(c, "lc-ctype", env_first("LC_ALL", "LC_CTYPE", "LANG"));
+	if (r == 0)
+		r = option(c, "lc-messages", env_first("LC_ALL", "LC_MESSAGES", "LANG"));
+	return r;
+}
+
+/* The greeting, the options and every text of req, up to the command that shows it. */
+static int prepare(conn *c, const mk_pinentry_request *req)
+{
+	const struct {
+		const char *cmd, *arg;
+	} texts[] = {
+		{ "SETTITLE", req->title },   { "SETDESC", req->description },
+		{ "SETPROMPT", req->prompt }, { "SETERROR", req->error },
+		{ "SETOK", req->ok },         { "SETCANCEL", req->cancel },
+	};
+	int r;
+
+	r = read_response(c, NULL, NULL); /* the greeting: "OK Pleased to meet you" */
+	if (r < 0)
+		return r;
+	r = set_tty_options(c);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < ELEMENTSOF(texts); i++)
+		if (texts[i].arg && (r = command(c, texts[i].cmd, texts[i].arg, false)) < 0)
 			return r;
-		if (term && *term) {
-			snprintf(opt, sizeof(opt), "ttytype=%s", term);
-			r = command(c, "OPTION", opt, true);
-			if (r < 0)
-				return r;
-		}
-	}
 	return 0;
 }
 
@@ -393,19 +432,8 @@ static int dialog(conn *c, const mk_pinentry_request *req, mk_secret **ret_pin)
 	size_t pin_len = 0;
 	int r;
 
-	r = read_response(c, NULL, NULL); /* the greeting: "OK Pleased to meet you" */
+	r = prepare(c, req);
 	if (r < 0)
-		return r;
-	r = set_tty_options(c);
-	if (r < 0)
-		return r;
-	if (req->title && (r = command(c, "SETTITLE", req->title, false)) < 0)
-		return r;
-	if (req->description && (r = command(c, "SETDESC", req->description, false)) < 0)
-		return r;
-	if (req->prompt && (r = command(c, "SETPROMPT", req->prompt, false)) < 0)
-		return r;
-	if (req->error && (r = command(c, "SETERROR", req->error, false)) < 0)
 		return r;
 	r = mk_secret_new(MK_PIN_MAX, &pin);
 	if (r < 0)
@@ -421,28 +449,103 @@ static int dialog(conn *c, const mk_pinentry_request *req, mk_secret **ret_pin)
 	return mk_secret_new_copy(pin->data, pin_len, ret_pin);
 }
 
-int mk_pinentry_get_pin(const mk_pinentry_request *req, mk_secret **ret_pin)
+/* Starts the program for req with its line buffer and deadline (timeout_s, capped by
+ * max_s when not 0). The caller ends it with conn_end(). */
+static int conn_start(conn *c, const mk_pinentry_request *req, unsigned max_s)
 {
-	conn c = { .fd = -1, .cancel_fd = req->cancel_fd, .program = req->program };
-	mk_secret *pin = NULL;
+	unsigned t = req->timeout_s;
 	int r;
 
-	r = mk_secret_new(LINE_MAX_BYTES, &c.buf);
+	*c = (conn){ .fd = -1, .cancel_fd = req->cancel_fd, .program = req->program };
+	r = mk_secret_new(LINE_MAX_BYTES, &c->buf);
 	if (r < 0)
 		return r;
-	if (req->timeout_s) {
-		clock_gettime(CLOCK_MONOTONIC, &c.deadline);
-		c.deadline.tv_sec += req->timeout_s;
+	if (max_s && (t == 0 || t > max_s))
+		t = max_s;
+	if (t) {
+		clock_gettime(CLOCK_MONOTONIC, &c->deadline);
+		c->deadline.tv_sec += t;
 	}
-	r = spawn(&c, req->program);
+	return spawn(c, req->program);
+}
+
+/* Ends the program (killed when kill_now) and wipes the line buffer; maps -EPROTO. */
+static int conn_end(conn *c, int r)
+{
+	reap(c, r < 0);
+	c->buf = mk_secret_free(c->buf);
+	return r == -EPROTO ? -EACCES : r;
+}
+
+int mk_pinentry_get_pin(const mk_pinentry_request *req, mk_secret **ret_pin)
+{
+	mk_secret *pin = NULL;
+	conn c;
+	int r;
+
+	r = conn_start(&c, req, 0);
 	if (r == 0)
 		r = dialog(&c, req, &pin);
-	reap(&c, r < 0);
-	mk_secret_free(c.buf);
-	if (r == -EPROTO)
-		r = -EACCES;
+	r = conn_end(&c, r);
 	if (r < 0)
 		return r;
 	*ret_pin = pin;
 	return 0;
+}
+
+int mk_pinentry_confirm(const mk_pinentry_request *req)
+{
+	conn c;
+	int r;
+
+	r = conn_start(&c, req, 0);
+	if (r == 0)
+		r = prepare(&c, req);
+	if (r == 0) {
+		r = send_raw(&c, "CONFIRM\n", 8);
+		if (r == 0)
+			r = read_response(&c, NULL, NULL);
+		/* any ERR to CONFIRM (Cancel, "not confirmed", a closed window) is a no */
+		if (r == -EPROTO)
+			r = mk_error(-ECANCELED, "the question was answered with Cancel");
+	}
+	return conn_end(&c, r);
+}
+
+struct mk_pinentry_popup {
+	conn c;
+};
+
+int mk_pinentry_popup_open(const mk_pinentry_request *req, mk_pinentry_popup **ret)
+{
+	mk_pinentry_popup *p = calloc(1, sizeof(*p));
+	int r;
+
+	if (!p)
+		return -ENOMEM;
+	/* the person is not asked anything before MESSAGE: a program that takes longer than
+	 * this to say OK to SETDESC is not going to show the notice in time anyway */
+	r = conn_start(&p->c, req, 10);
+	if (r == 0)
+		r = prepare(&p->c, req);
+	/* MESSAGE answers only when the person closes the notice: do not wait for that */
+	if (r == 0)
+		r = send_raw(&p->c, "MESSAGE\n", 8);
+	if (r < 0) {
+		r = conn_end(&p->c, r);
+		free(p);
+		return r;
+	}
+	*ret = p;
+	return 0;
+}
+
+mk_pinentry_popup *mk_pinentry_popup_close(mk_pinentry_popup *p)
+{
+	if (!p)
+		return NULL;
+	/* the notice is modal: end it (SIGTERM), as gpg-agent ends its PIN-pad popups */
+	conn_end(&p->c, -ECANCELED);
+	free(p);
+	return NULL;
 }

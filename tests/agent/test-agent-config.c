@@ -101,6 +101,41 @@ int main(void)
 	expect_error("syntax.conf", "[agent]\nthis line has no equals sign\n", ":2:");
 	expect_error("empty-pinentry.conf", "[agent]\npinentry =\n", "pinentry must name");
 
+	expect_error("attempts-0.conf", "[agent]\npin-attempts = 0\n", "pin-attempts must be a number from 1 to 10");
+	expect_error("attempts-11.conf", "[agent]\npin-attempts = 11\n", "from 1 to 10");
+	expect_error("idle-word.conf", "[agent]\nidle-logout = soon\n", "idle-logout must be a number");
+	expect_error("pin-file-first.conf", "[token]\npin-file = /x.pin\n", "pin-file before uri");
+	expect_error("pin-file-relative.conf", "[token]\nuri = pkcs11:token=a\npin-file = x.pin\n",
+		     "pin-file must be an absolute path");
+	expect_error("token-key-uri.conf", "[token]\nuri = pkcs11:token=a;object=k\n",
+		     "uri = pkcs11:token=a;object=k: ");
+	expect_error("token-not-uri.conf", "[token]\nuri = hsm1\n", "uri = hsm1: ");
+	expect_error("token-unknown.conf", "[token]\nuri = pkcs11:token=a\ncolor = red\n",
+		     ":3: unknown setting \"color\" in a [token] section");
+
+	mkt_ok_r(mk_config_init(&c), "defaults again");
+	mkt_ok(c.pin_attempts == 3 && c.idle_logout == 900 && c.n_tokens == 0,
+	       "defaults: 3 PIN attempts, log out after 15 min idle, no [token] entries");
+	path = write_conf("tokens.conf",
+			  "[agent]\npin-attempts = 1\nidle-logout = 0\n"
+			  "[token]\nuri = pkcs11:model=SoftHSM%20v2;manufacturer=SoftHSM%20project;"
+			  "serial=0123456789abcdef;token=hsm1\npin-file = /etc/mlskey/hsm1.pin\n"
+			  "uri = pkcs11:token=hsm2\n"
+			  "[agent]\nworkers = 2\n"
+			  "[token]\nuri = pkcs11:token=hsm2\npin-file = /run/secrets/hsm 2.pin\n");
+	mkt_ok_r(mk_config_load(&c, path), "[token] entries load");
+	mkt_ok(c.pin_attempts == 1 && c.idle_logout == 0 && c.workers == 2,
+	       "pin-attempts, idle-logout read");
+	mkt_ok(c.n_tokens == 2 &&
+		       !strcmp(c.tokens[0].uri, "pkcs11:model=SoftHSM%20v2;manufacturer=SoftHSM%20"
+						"project;serial=0123456789abcdef;token=hsm1") &&
+		       !strcmp(c.tokens[0].pin_file, "/etc/mlskey/hsm1.pin") &&
+		       !strcmp(c.tokens[1].uri, "pkcs11:token=hsm2") &&
+		       !strcmp(c.tokens[1].pin_file, "/run/secrets/hsm 2.pin"),
+	       "two entries: a long URI (past inih's 49-byte section names), each uri= starts "
+	       "one, a second [token] section with the same uri adds to its entry");
+	mk_config_clear(&c);
+
 	setenv("XDG_CONFIG_HOME", "/x/config", 1);
 	mkt_ok(mk_config_default_path(&p) == 0 && !strcmp(p, "/x/config/mlskey/mlskeyd.conf"),
 	       "default path under $XDG_CONFIG_HOME");

@@ -5,42 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "agent/check.h"
 #include "agent/log.h"
 #include "agent/mls.h"
-#include "agent/ops.h"
-#include "agent/pinentry.h"
+#include "agent/ops-private.h"
 #include "common/error.h"
-
-/* Found keys kept per URI string; past this many the cache starts over. */
-#define KEY_CACHE_MAX 1024
-
-typedef struct cached_key {
-	char *uri; /* as the client spelled it */
-	mk_key *key;
-} cached_key;
-
-typedef struct token_lock {
-	struct token_lock *next;
-	char *uri; /* the token's own URI (mk_token_info.uri) */
-	pthread_mutex_t m;
-} token_lock;
-
-struct mk_agent {
-	const mk_config *cfg;
-	mk_p11 *p11;
-	pthread_mutex_t lock; /* cache, locks, token_state */
-	cached_key *cache;
-	size_t n_cache;
-	token_lock *locks;
-	char *token_state; /* what ListTokens saw last, to notice changes */
-	mk_agent_notify_fn notify;
-	void *notify_ud;
-	int abort_fd; /* eventfd: readable once dialogs must end */
-};
 
 int mk_agent_new(const mk_config *cfg, mk_agent **ret)
 {
@@ -57,13 +28,9 @@ int mk_agent_new(const mk_config *cfg, mk_agent **ret)
 		return -ENOMEM;
 	a->cfg = cfg;
 	pthread_mutex_init(&a->lock, NULL);
-	a->abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (a->abort_fd < 0) {
-		r = -errno;
-		mk_agent_free(a);
-		return r;
-	}
 	r = mk_p11_open(&o, &a->p11);
+	if (r == 0)
+		r = mk_login_start(a);
 	if (r < 0) {
 		mk_agent_free(a);
 		return r;
@@ -78,14 +45,6 @@ void mk_agent_set_notify(mk_agent *a, mk_agent_notify_fn fn, void *userdata)
 	a->notify_ud = userdata;
 }
 
-void mk_agent_abort_dialogs(mk_agent *a)
-{
-	uint64_t one = 1;
-
-	if (write(a->abort_fd, &one, sizeof(one)) < 0)
-		mk_log(LOG_WARNING, "cannot abort PIN dialogs: %m");
-}
-
 static void cache_clear_locked(mk_agent *a)
 {
 	for (size_t i = 0; i < a->n_cache; i++) {
@@ -97,7 +56,7 @@ static void cache_clear_locked(mk_agent *a)
 	a->n_cache = 0;
 }
 
-static void cache_clear(mk_agent *a)
+void mk_agent_cache_clear(mk_agent *a)
 {
 	pthread_mutex_lock(&a->lock);
 	cache_clear_locked(a);
@@ -119,48 +78,47 @@ static void cache_drop(mk_agent *a, const char *uri)
 
 mk_agent *mk_agent_free(mk_agent *a)
 {
-	token_lock *t;
-
 	if (!a)
 		return NULL;
-	cache_clear(a);
-	while ((t = a->locks)) {
-		a->locks = t->next;
-		pthread_mutex_destroy(&t->m);
-		free(t->uri);
-		free(t);
-	}
+	/* the thread first: it uses the token layer */
+	mk_login_free(a);
+	mk_agent_cache_clear(a);
 	mk_p11_free(a->p11);
 	free(a->token_state);
-	if (a->abort_fd >= 0)
-		close(a->abort_fd);
 	pthread_mutex_destroy(&a->lock);
 	free(a);
 	return NULL;
 }
 
-/* A reference to the key uri names: from the cache, else one object search. */
-static int key_get(mk_agent *a, const char *uri, bool *ret_cached, mk_key **ret)
+/*
+ * A reference to the key uri names and the gate of its token: from the cache, else one
+ * object search (and one gate lookup).
+ */
+static int key_get(mk_agent *a, const char *uri, bool *ret_cached, mk_key **ret, gate **ret_gate)
 {
 	mk_key *k = NULL;
 	cached_key *grown;
+	gate *g = NULL;
 	int r;
 
 	pthread_mutex_lock(&a->lock);
 	for (size_t i = 0; i < a->n_cache; i++)
 		if (strcmp(a->cache[i].uri, uri) == 0) {
 			k = mk_key_ref(a->cache[i].key);
+			g = a->cache[i].gate;
 			break;
 		}
 	pthread_mutex_unlock(&a->lock);
 	if (k) {
 		*ret_cached = true;
 		*ret = k;
+		*ret_gate = g;
 		return 0;
 	}
 	r = mk_p11_find_key(a->p11, uri, &k);
 	if (r < 0)
 		return r;
+	g = mk_gate_get(a, mk_key_get_info(k)->token_uri);
 	pthread_mutex_lock(&a->lock);
 	for (size_t i = 0; i < a->n_cache; i++)
 		if (strcmp(a->cache[i].uri, uri) == 0)
@@ -171,6 +129,7 @@ static int key_get(mk_agent *a, const char *uri, bool *ret_cached, mk_key **ret)
 	if (grown) {
 		a->cache = grown;
 		a->cache[a->n_cache].uri = strdup(uri);
+		a->cache[a->n_cache].gate = g;
 		if (a->cache[a->n_cache].uri)
 			a->cache[a->n_cache++].key = mk_key_ref(k);
 	}
@@ -179,6 +138,7 @@ out:
 	pthread_mutex_unlock(&a->lock);
 	*ret_cached = false;
 	*ret = k;
+	*ret_gate = g;
 	return 0;
 }
 
@@ -204,13 +164,12 @@ static void check_tokens(mk_agent *a, const mk_token_info *t, size_t n)
 	if (!changed)
 		return;
 	/* a token came or went: no cached key handle is to be trusted */
-	cache_clear(a);
+	mk_agent_cache_clear(a);
 	if (a->notify)
 		a->notify(a->notify_ud);
 }
 
-/* Rescans slots, then tells the bus if the tokens changed. */
-static void refresh_tokens(mk_agent *a)
+void mk_agent_refresh_tokens(mk_agent *a)
 {
 	mk_token_info *t = NULL;
 	size_t n = 0;
@@ -223,8 +182,7 @@ static void refresh_tokens(mk_agent *a)
 	mk_token_info_array_free(t, n);
 }
 
-/* The token info for uri (a token or key URI), rescanning once for a new token. */
-static int token_get(mk_agent *a, const char *uri, mk_token_info *ret)
+int mk_agent_token_get(mk_agent *a, const char *uri, mk_token_info *ret)
 {
 	_cleanup_free_ char *turi = NULL;
 	int r;
@@ -234,149 +192,15 @@ static int token_get(mk_agent *a, const char *uri, mk_token_info *ret)
 		return r;
 	r = mk_p11_get_token(a->p11, turi, ret);
 	if (r == -ENODEV) {
-		refresh_tokens(a);
+		mk_agent_refresh_tokens(a);
 		r = mk_p11_get_token(a->p11, turi, ret);
 	}
 	return r;
 }
 
-static pthread_mutex_t *token_mutex(mk_agent *a, const char *token_uri)
-{
-	token_lock *t;
-
-	pthread_mutex_lock(&a->lock);
-	for (t = a->locks; t; t = t->next)
-		if (strcmp(t->uri, token_uri) == 0)
-			break;
-	if (!t) {
-		t = calloc(1, sizeof(*t));
-		if (t && !(t->uri = strdup(token_uri))) {
-			free(t);
-			t = NULL;
-		}
-		if (t) {
-			pthread_mutex_init(&t->m, NULL);
-			t->next = a->locks;
-			a->locks = t;
-		}
-	}
-	pthread_mutex_unlock(&a->lock);
-	return t ? &t->m : NULL;
-}
-
 static const char *token_name(const mk_token_info *t)
 {
 	return t->label && t->label[0] ? t->label : "(no label)";
-}
-
-static int pin_rejected(mk_agent *a, const mk_token_info *t)
-{
-	mk_token_info now = { 0 };
-	const char *hint = "";
-
-	if (mk_p11_get_token(a->p11, t->uri, &now) == 0) {
-		if (now.pin_locked) {
-			mk_token_info_clear(&now);
-			return mk_error(-EKEYREVOKED,
-					"the PIN of token \"%s\" (serial %s) is now locked; unblock "
-					"it with the PUK or ask your administrator",
-					token_name(t), t->serial ? t->serial : "?");
-		}
-		if (now.pin_final_try)
-			hint = "; one try is left before the PIN locks";
-		else if (now.pin_count_low)
-			hint = "; few tries are left before the PIN locks";
-		mk_token_info_clear(&now);
-	}
-	return mk_error(-EKEYREJECTED, "the PIN for token \"%s\" (serial %s) was incorrect%s",
-			token_name(t), t->serial ? t->serial : "?", hint);
-}
-
-/* Under the token's mutex: one dialog, one C_Login. */
-static int login_locked(mk_agent *a, const mk_caller *c, const mk_token_info *t, const char *what)
-{
-	_cleanup_secret_ mk_secret *pin = NULL;
-	char desc[900], title[200], err[200];
-	mk_pinentry_request req = {
-		.program = a->cfg->pinentry,
-		.prompt = "PIN:",
-		.timeout_s = a->cfg->pinentry_timeout,
-		.cancel_fd = a->abort_fd,
-	};
-	int r;
-
-	if (t->logged_in)
-		return 0;
-	if (t->pin_locked)
-		return mk_error(-EKEYREVOKED,
-				"the PIN of token \"%s\" (serial %s) is locked; unblock it with "
-				"the PUK or ask your administrator",
-				token_name(t), t->serial ? t->serial : "?");
-	if (t->protected_auth_path) {
-		mk_log(LOG_INFO, "logging in to token \"%s\" on its PIN pad for pid %d",
-		       token_name(t), (int)c->pid);
-		r = mk_p11_login(a->p11, t->uri, NULL, 0);
-		return r == -EKEYREJECTED ? pin_rejected(a, t) : r;
-	}
-	snprintf(title, sizeof(title), "mlskey: PIN for %s", token_name(t));
-	snprintf(desc, sizeof(desc),
-		 "Please enter the PIN of token \"%s\" (serial %s).\n\n"
-		 "Requested by: %s (pid %d)\nOperation: %s",
-		 token_name(t), t->serial ? t->serial : "?", c->exe[0] ? c->exe : "unknown program",
-		 (int)c->pid, what);
-	req.title = title;
-	req.description = desc;
-	if (t->pin_final_try || t->pin_count_low) {
-		snprintf(err, sizeof(err), "%s", t->pin_final_try
-							 ? "Last try before the PIN locks"
-							 : "Few tries are left before the PIN locks");
-		req.error = err;
-	}
-	mk_log(LOG_INFO, "asking for the PIN of token \"%s\" for pid %d: %s", token_name(t),
-	       (int)c->pid, what);
-	r = mk_pinentry_get_pin(&req, &pin);
-	if (r < 0)
-		return r;
-	/* exactly one C_Login with this PIN; it is wiped as soon as the token has seen it */
-	r = mk_p11_login(a->p11, t->uri, pin->data, pin->len);
-	pin = mk_secret_free(pin);
-	if (r == -EKEYREJECTED)
-		return pin_rejected(a, t);
-	if (r == -EKEYREVOKED)
-		return mk_error(-EKEYREVOKED,
-				"the PIN of token \"%s\" (serial %s) is locked; unblock it with "
-				"the PUK or ask your administrator",
-				token_name(t), t->serial ? t->serial : "?");
-	if (r == 0)
-		mk_log(LOG_INFO, "logged in to token \"%s\"", token_name(t));
-	return r;
-}
-
-/* Logs in to the token of uri (a key or token URI), asking the PIN for `what`. */
-static int login(mk_agent *a, const mk_caller *c, const char *uri, const char *what)
-{
-	mk_token_info t = { 0 }, fresh = { 0 };
-	pthread_mutex_t *m;
-	int r;
-
-	r = token_get(a, uri, &t);
-	if (r < 0)
-		return r;
-	m = token_mutex(a, t.uri);
-	if (!m) {
-		mk_token_info_clear(&t);
-		return -ENOMEM;
-	}
-	pthread_mutex_lock(m);
-	/* another call may have logged in while this one waited for the dialog */
-	r = mk_p11_get_token(a->p11, t.uri, &fresh);
-	if (r == 0) {
-		r = login_locked(a, c, &fresh, what);
-		mk_token_info_clear(&fresh);
-	}
-	pthread_mutex_unlock(m);
-	mk_token_info_clear(&t);
-	return r;
 }
 
 /* The token of a key that failed: is it gone? Then TokenAbsent, in words. */
@@ -386,7 +210,7 @@ static int token_gone(mk_agent *a, const char *uri, int r)
 	_cleanup_free_ char *turi = NULL;
 	int q;
 
-	refresh_tokens(a);
+	mk_agent_refresh_tokens(a);
 	if (mk_uri_token_part(uri, &turi) < 0)
 		return r;
 	q = mk_p11_get_token(a->p11, turi, &t);
@@ -403,7 +227,7 @@ static int token_gone(mk_agent *a, const char *uri, int r)
 	return r;
 }
 
-static void describe(char *buf, size_t n, const char *verb, const char *uri)
+void mk_agent_describe(char *buf, size_t n, const char *verb, const char *uri)
 {
 	_cleanup_free_ char *label = NULL;
 
@@ -422,22 +246,32 @@ typedef int (*key_fn)(mk_key *k, void *userdata);
 static int with_key(mk_agent *a, const mk_caller *c, const char *uri, const char *verb,
 		    key_fn fn, void *userdata)
 {
+	mk_call call = { .a = a, .c = c, .verb = verb, .uri = uri };
+	long long t_call = c->t_call_ms ? c->t_call_ms : mk_now_ms();
 	bool logged_in = false, searched_again = false;
 
 	for (;;) {
 		_cleanup_(mk_key_unrefp) mk_key *k = NULL;
 		bool cached = false;
+		gate *g = NULL;
 		int r;
 
 		mk_error_clear();
-		r = key_get(a, uri, &cached, &k);
+		r = key_get(a, uri, &cached, &k, &g);
 		if (r == -ENODEV && !searched_again) {
 			searched_again = true;
-			refresh_tokens(a);
+			mk_agent_refresh_tokens(a);
 			continue;
 		}
-		if (r == 0)
+		if (r == 0) {
+			/* a key that wants the PIN for every use asks it through this call */
+			mk_gate_enter(a, g);
+			mk_p11_set_thread_auth(mk_login_context_pin, &call);
 			r = fn(k, userdata);
+			mk_p11_set_thread_auth(NULL, NULL);
+			call.popup = mk_pinentry_popup_close(call.popup);
+			mk_gate_leave(a, g);
+		}
 		if (r == -ENOMEDIUM || (cached && (r == -EIO || r == -ENOKEY || r == -ENODEV))) {
 			cache_drop(a, uri);
 			r = token_gone(a, uri, r);
@@ -456,8 +290,8 @@ static int with_key(mk_agent *a, const mk_caller *c, const char *uri, const char
 		/* the dialog's words are only built when there is a dialog */
 		char what[200];
 
-		describe(what, sizeof(what), verb, uri);
-		r = login(a, c, uri, what);
+		mk_agent_describe(what, sizeof(what), verb, uri);
+		r = mk_login(a, c, uri, what, t_call);
 		if (r < 0)
 			return r;
 		logged_in = true;
@@ -490,9 +324,10 @@ int mk_agent_generate(mk_agent *a, const mk_caller *c, const char *token_uri, mk
 {
 	mk_token_info t = { 0 };
 	char what[200];
+	gate *g;
 	int r;
 
-	r = token_get(a, token_uri, &t);
+	r = mk_agent_token_get(a, token_uri, &t);
 	if (r == -ENODEV)
 		r = mk_error(-ENODEV, "no token matches %s; list tokens with 'mlskey tokens'",
 			     token_uri);
@@ -500,12 +335,15 @@ int mk_agent_generate(mk_agent *a, const mk_caller *c, const char *token_uri, mk
 		return r;
 	snprintf(what, sizeof(what), "generate a new %s key \"%.100s\"", mk_key_alg_name(alg),
 		 label);
+	g = mk_gate_get(a, t.uri);
+	mk_gate_enter(a, g);
 	r = mk_p11_generate_key(a->p11, t.uri, alg, label, ret_uri);
 	if (r == -ENOTCONN) {
-		r = login(a, c, t.uri, what);
+		r = mk_login(a, c, t.uri, what, c->t_call_ms ? c->t_call_ms : mk_now_ms());
 		if (r == 0)
 			r = mk_p11_generate_key(a->p11, t.uri, alg, label, ret_uri);
 	}
+	mk_gate_leave(a, g);
 	mk_token_info_clear(&t);
 	return r;
 }
@@ -515,15 +353,15 @@ int mk_agent_delete(mk_agent *a, const mk_caller *c, const char *key_uri)
 	char what[200];
 	int r;
 
-	describe(what, sizeof(what), "delete the key pair", key_uri);
+	mk_agent_describe(what, sizeof(what), "delete the key pair", key_uri);
 	r = mk_p11_delete_key(a->p11, key_uri);
 	if (r == -ENOTCONN) {
-		r = login(a, c, key_uri, what);
+		r = mk_login(a, c, key_uri, what, c->t_call_ms ? c->t_call_ms : mk_now_ms());
 		if (r == 0)
 			r = mk_p11_delete_key(a->p11, key_uri);
 	}
 	/* whatever happened, no cached reference may outlive the objects */
-	cache_clear(a);
+	mk_agent_cache_clear(a);
 	return r;
 }
 
@@ -704,13 +542,16 @@ int mk_agent_lock(mk_agent *a, const char *token_uri)
 
 	if (!token_uri[0]) {
 		r = mk_p11_logout(a->p11, NULL);
+		mk_login_forget(a, NULL);
 	} else {
-		r = token_get(a, token_uri, &t);
-		if (r == 0)
+		r = mk_agent_token_get(a, token_uri, &t);
+		if (r == 0) {
 			r = mk_p11_logout(a->p11, t.uri);
+			mk_login_forget(a, t.uri);
+		}
 		mk_token_info_clear(&t);
 	}
 	/* the next operation finds its key again, after the next login */
-	cache_clear(a);
+	mk_agent_cache_clear(a);
 	return r;
 }

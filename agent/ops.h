@@ -2,9 +2,13 @@
 /*
  * The agent's operations on tokens, as the D-Bus methods need them, run on worker threads.
  * Arguments are already checked (agent/check.h). This module owns the loaded modules, the
- * cache of found keys (one object search per key URI, then none per call), and the login:
- * when the token wants its PIN, it asks through the pinentry program (one dialog per
- * token at a time), logs in once with what it got, and runs the operation once more.
+ * cache of found keys (one object search per key URI, then none per call), and the login
+ * (agent/login.c): when the token wants its PIN, it asks through the pinentry program (one
+ * dialog per token at a time, shared by every call waiting for it), or reads the token's
+ * pin-file, logs in once per PIN, and runs the operation once more. Keys that want the PIN
+ * for every use get a dialog of their own per operation. It logs out when the token was
+ * not used for idle-logout seconds, on Lock, when the session locks or the machine
+ * suspends (mk_agent_request_lock), and when a token is removed (mk_agent_token_gone).
  *
  * Every function returns 0 or a negative errno of common/error.h with an mk_error()
  * message for the calling thread that says what to do.
@@ -27,6 +31,7 @@ typedef struct mk_caller {
 	uid_t uid;
 	pid_t pid;      /* 0 when unknown */
 	char exe[256];  /* the executable (/proc/PID/exe), "" when unknown */
+	long long t_call_ms; /* CLOCK_MONOTONIC ms when the call arrived; 0 = unknown */
 } mk_caller;
 
 /* Called (from any thread) when the set or state of tokens changed. */
@@ -83,3 +88,20 @@ int mk_agent_hpke_open(mk_agent *a, const mk_caller *c, const char *key_uri, uin
 
 /* Lock: logs out of the token ("" = every token) and forgets cached keys. */
 int mk_agent_lock(mk_agent *a, const char *token_uri);
+
+/*
+ * Logs out of every token soon, on the agent's own thread: for the session being locked
+ * (logind's Lock, a screensaver's ActiveChanged) and suspend (PrepareForSleep). why says
+ * which, for the log. Never blocks; any thread.
+ */
+void mk_agent_request_lock(mk_agent *a, const char *why);
+
+/*
+ * The card-removal hook (for the PC/SC monitor): the token token_uri names (a token URI as
+ * ListTokens gives it, or any pkcs11: URI that matches it) was removed; NULL or "" when it
+ * is not known which. A PIN dialog open for it ends (its call gets TokenAbsent), and the
+ * agent thread rescans the slots, logs out of every token that is gone (C_Logout) and
+ * forgets its keys, so that the card asks for its PIN again when it comes back. Never
+ * blocks; any thread.
+ */
+void mk_agent_token_gone(mk_agent *a, const char *token_uri);

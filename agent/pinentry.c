@@ -507,7 +507,7 @@ int mk_pinentry_confirm(const mk_pinentry_request *req)
 			r = read_response(&c, NULL, NULL);
 		/* any ERR to CONFIRM (Cancel, "not confirmed", a closed window) is a no */
 		if (r == -EPROTO)
-			r = mk_error(-ECANCELED, "the question was answered with Cancel");
+			r = mk_error(-ECANCELED, "the question was answered with No");
 	}
 	return conn_end(&c, r);
 }

@@ -55,6 +55,10 @@ struct mk_bus {
 	uid_t uid;
 	bool quit;
 	int quit_r;
+	/* the system bus, for logind's Lock and PrepareForSleep (watch_lock_signals) */
+	pthread_t sysbus;
+	bool sysbus_started;
+	atomic_bool sysbus_stop;
 };
 
 typedef struct method method;
@@ -1077,6 +1081,7 @@ static void handle_call(mk_bus *b, DBusMessage *msg, const method *m)
 	j->msg = dbus_message_ref(msg);
 	/* who first (another user learns nothing, not even about its arguments), then what */
 	r = peer_lookup(b, sender ? sender : "", &j->caller);
+	j->caller.t_call_ms = now_ms(); /* calls that wait for a PIN dialog share its end */
 	if (r == 0 && j->caller.uid != b->uid)
 		r = mk_error(-EACCES, "user %u may not use the mlskey agent of user %u",
 			     (unsigned)j->caller.uid, (unsigned)b->uid);
@@ -1203,6 +1208,167 @@ static DBusHandlerResult on_filter(DBusConnection *conn, DBusMessage *msg, void 
 	return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
 }
 
+/* --- the session's lock and suspend signals: log out (issue 5) ------------------------------ */
+
+#define LOGIN1_NAME "org.freedesktop.login1"
+#define LOGIN1_SESSION LOGIN1_NAME ".Session"
+#define LOGIN1_MANAGER LOGIN1_NAME ".Manager"
+
+/* Why a signal means "log out of every token", or NULL when it does not. */
+static const char *lock_signal_reason(DBusMessage *msg)
+{
+	dbus_bool_t on = FALSE;
+
+	if (dbus_message_is_signal(msg, LOGIN1_SESSION, "Lock"))
+		return "the session was locked";
+	if ((dbus_message_is_signal(msg, "org.freedesktop.ScreenSaver", "ActiveChanged") ||
+	     dbus_message_is_signal(msg, "org.gnome.ScreenSaver", "ActiveChanged")) &&
+	    dbus_message_get_args(msg, NULL, DBUS_TYPE_BOOLEAN, &on, DBUS_TYPE_INVALID) && on)
+		return "the screensaver started";
+	if (dbus_message_is_signal(msg, LOGIN1_MANAGER, "PrepareForSleep") &&
+	    dbus_message_get_args(msg, NULL, DBUS_TYPE_BOOLEAN, &on, DBUS_TYPE_INVALID) && on)
+		return "the machine is going to sleep";
+	return NULL;
+}
+
+/* The agent's own bus (bus thread): hand the logout to the agent's thread, never wait. */
+static DBusHandlerResult on_lock_signal(DBusConnection *conn, DBusMessage *msg, void *data)
+{
+	mk_bus *b = data;
+	const char *why = lock_signal_reason(msg), *sender = dbus_message_get_sender(msg);
+
+	(void)conn;
+	/* on the system bus another user's session lock is not ours to act on */
+	if (why && !(b->cfg->bus == MK_BUS_SYSTEM && dbus_message_is_signal(msg, LOGIN1_SESSION,
+									      "Lock"))) {
+		mk_log(LOG_INFO, "%s (a signal from %s): logging out", why, sender ? sender : "?");
+		mk_agent_request_lock(b->agent, why);
+	}
+	return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
+}
+
+/* Does the logind session at path belong to the agent's user? */
+static bool session_is_ours(DBusConnection *c, const char *path)
+{
+	const char *iface = LOGIN1_SESSION, *prop = "User";
+	DBusMessage *m, *r;
+	DBusMessageIter it, v, st;
+	dbus_uint32_t uid = (dbus_uint32_t)-1;
+
+	m = dbus_message_new_method_call(LOGIN1_NAME, path, DBUS_INTERFACE_PROPERTIES, "Get");
+	if (!m || !dbus_message_append_args(m, DBUS_TYPE_STRING, &iface, DBUS_TYPE_STRING, &prop,
+					    DBUS_TYPE_INVALID)) {
+		if (m)
+			dbus_message_unref(m);
+		return false;
+	}
+	r = dbus_connection_send_with_reply_and_block(c, m, 2000, NULL);
+	dbus_message_unref(m);
+	if (!r)
+		return false;
+	/* User is (uo): the uid and the user's object */
+	if (dbus_message_iter_init(r, &it) && dbus_message_iter_get_arg_type(&it) == DBUS_TYPE_VARIANT) {
+		dbus_message_iter_recurse(&it, &v);
+		if (dbus_message_iter_get_arg_type(&v) == DBUS_TYPE_STRUCT) {
+			dbus_message_iter_recurse(&v, &st);
+			if (dbus_message_iter_get_arg_type(&st) == DBUS_TYPE_UINT32)
+				dbus_message_iter_get_basic(&st, &uid);
+		}
+	}
+	dbus_message_unref(r);
+	return uid == (dbus_uint32_t)getuid();
+}
+
+/*
+ * A thread of its own on the system bus (when there is one): logind's Session.Lock for the
+ * agent user's sessions and Manager.PrepareForSleep(true). It never touches the agent's bus
+ * connection, and it stops within 250 ms of sysbus_stop.
+ */
+static void *sysbus_main(void *userdata)
+{
+	mk_bus *b = userdata;
+	DBusConnection *c;
+	DBusError err;
+
+	dbus_error_init(&err);
+	c = dbus_bus_get_private(DBUS_BUS_SYSTEM, &err);
+	if (!c) {
+		mk_log(LOG_INFO, "no system bus (%s): logind's Lock and PrepareForSleep are not "
+		       "watched there", err.message ? err.message : "?");
+		dbus_error_free(&err);
+		return NULL;
+	}
+	dbus_connection_set_exit_on_disconnect(c, FALSE);
+	dbus_bus_add_match(c, "type='signal',sender='" LOGIN1_NAME "',interface='" LOGIN1_SESSION
+			   "',member='Lock'", NULL);
+	dbus_bus_add_match(c, "type='signal',sender='" LOGIN1_NAME "',interface='" LOGIN1_MANAGER
+			   "',member='PrepareForSleep'", NULL);
+	while (!atomic_load(&b->sysbus_stop) && dbus_connection_read_write(c, 250)) {
+		DBusMessage *m;
+
+		while ((m = dbus_connection_pop_message(c))) {
+			const char *why = lock_signal_reason(m);
+
+			if (why && (!dbus_message_is_signal(m, LOGIN1_SESSION, "Lock") ||
+				    session_is_ours(c, dbus_message_get_path(m)))) {
+				mk_log(LOG_INFO, "%s (logind): logging out", why);
+				mk_agent_request_lock(b->agent, why);
+			}
+			dbus_message_unref(m);
+		}
+	}
+	dbus_connection_close(c);
+	dbus_connection_unref(c);
+	return NULL;
+}
+
+/*
+ * Logs out of every token when the session locks or the machine suspends: the signals are
+ * watched on the agent's own bus (a screensaver's ActiveChanged on the session bus; logind's
+ * Lock and PrepareForSleep too, so that a test can send them on a private bus) and on the
+ * system bus, where logind sends them. An agent on the system bus (an HSM service) only
+ * follows suspend. Failing to watch is logged, never fatal.
+ */
+static void watch_lock_signals(mk_bus *b)
+{
+	static const char *const session_rules[] = {
+		"type='signal',interface='" LOGIN1_SESSION "',member='Lock'",
+		"type='signal',interface='org.freedesktop.ScreenSaver',member='ActiveChanged'",
+		"type='signal',interface='org.gnome.ScreenSaver',member='ActiveChanged'",
+		"type='signal',interface='" LOGIN1_MANAGER "',member='PrepareForSleep'",
+	};
+	static const char *const system_rules[] = {
+		"type='signal',sender='" LOGIN1_NAME "',interface='" LOGIN1_MANAGER
+		"',member='PrepareForSleep'",
+	};
+	bool sys = b->cfg->bus == MK_BUS_SYSTEM;
+	const char *const *rules = sys ? system_rules : session_rules;
+	size_t n = sys ? ELEMENTSOF(system_rules) : ELEMENTSOF(session_rules);
+	int r;
+
+	if (!dbus_connection_add_filter(b->conn, on_lock_signal, b, NULL)) {
+		mk_log(LOG_WARNING, "cannot watch for the session being locked: no memory");
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		dbus_bus_add_match(b->conn, rules[i], NULL); /* not waited for */
+	if (sys)
+		return;
+	r = pthread_create(&b->sysbus, NULL, sysbus_main, b);
+	if (r != 0)
+		mk_log(LOG_WARNING, "cannot watch logind on the system bus: %s", strerror(r));
+	b->sysbus_started = r == 0;
+}
+
+static void unwatch_lock_signals(mk_bus *b)
+{
+	if (!b->sysbus_started)
+		return;
+	atomic_store(&b->sysbus_stop, true);
+	pthread_join(b->sysbus, NULL);
+	b->sysbus_started = false;
+}
+
 /* --- setup and the loop ---------------------------------------------------------------------- */
 
 int mk_bus_global_init(void)
@@ -1304,6 +1470,7 @@ static int setup(mk_bus *b, const sigset_t *stop)
 		mk_log(LOG_WARNING, "cannot watch callers leave the bus: %s", err.message);
 		dbus_error_free(&err);
 	}
+	watch_lock_signals(b);
 	r = dbus_bus_request_name(b->conn, MK_BUS_NAME, DBUS_NAME_FLAG_DO_NOT_QUEUE, &err);
 	if (r < 0) {
 		r = mk_error(-EACCES, "cannot own %s on this bus: %s", MK_BUS_NAME, err.message);
@@ -1440,6 +1607,7 @@ int mk_bus_run(mk_bus *b, mk_agent *agent, const sigset_t *stop)
 	if (dbus_connection_get_is_connected(b->conn))
 		dbus_bus_release_name(b->conn, MK_BUS_NAME, NULL);
 	mk_agent_abort_dialogs(agent);
+	unwatch_lock_signals(b);
 	b->workers = mk_workers_free(b->workers);
 	on_poke(b);
 	if (dbus_connection_get_is_connected(b->conn))
@@ -1452,6 +1620,7 @@ mk_bus *mk_bus_free(mk_bus *b)
 {
 	if (!b)
 		return NULL;
+	unwatch_lock_signals(b);
 	b->workers = mk_workers_free(b->workers);
 	if (b->conn) {
 		dbus_connection_close(b->conn);

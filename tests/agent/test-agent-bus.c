@@ -542,7 +542,8 @@ int main(void)
 	expect_error(&a, "DecryptFailed", "a tampered ciphertext");
 	mkt_ok(!strstr(res.out, "0x"), "  and no plaintext");
 
-	/* PinIncorrect: logged out, the pinentry answers a wrong PIN: one try, not two */
+	/* PinIncorrect: logged out, the pinentry answers a wrong PIN each time it is asked:
+	 * pin-attempts (3) dialogs, one C_Login each, never a PIN tried twice */
 	mkt_ok(agent_lock(c, "") == 0, "Lock every token");
 	pin_control("MKT_PINENTRY_PIN=000000\n");
 	av_gdbus(&a, "SignWithLabel");
@@ -552,7 +553,7 @@ int main(void)
 	av_add(&a, gv);
 	n0 = pin_getpins();
 	expect_error(&a, "PinIncorrect", "a wrong PIN from the pinentry");
-	mkt_ok(pin_getpins() == n0 + 1, "  asked once, logged in once, never retried (%d)",
+	mkt_ok(pin_getpins() == n0 + 3, "  asked three times (pin-attempts), then given up (%d)",
 	       pin_getpins() - n0);
 	expect_error(&a, "PinIncorrect", "a wrong PIN again");
 	mkt_ok(strstr(res.err, "few tries are left"),

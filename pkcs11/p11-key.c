@@ -680,6 +680,92 @@ static int token_list_keys(mk_token *t, mk_key_info **a, size_t *n)
 	return r;
 }
 
+/* --- keys of tokens that are away -------------------------------------------------------- */
+
+static void *memdup_n(const void *p, size_t n)
+{
+	void *q = malloc(n ? n : 1);
+
+	if (q && n)
+		memcpy(q, p, n);
+	return q;
+}
+
+static int key_info_copy(const mk_key_info *k, mk_key_info *ret)
+{
+	mk_key_info c = *k;
+
+	c.uri = c.token_uri = c.label = c.reason = NULL;
+	c.id = c.public_key = NULL;
+	if ((k->uri && !(c.uri = strdup(k->uri))) ||
+	    (k->token_uri && !(c.token_uri = strdup(k->token_uri))) ||
+	    (k->label && !(c.label = strdup(k->label))) ||
+	    (k->reason && !(c.reason = strdup(k->reason))) ||
+	    (k->id && !(c.id = memdup_n(k->id, k->id_len))) ||
+	    (k->public_key && !(c.public_key = memdup_n(k->public_key, k->public_key_len)))) {
+		mk_key_info_clear(&c);
+		return -ENOMEM;
+	}
+	*ret = c;
+	return 0;
+}
+
+void mk_token_remember_keys(mk_token *t, const mk_key_info *a, size_t n)
+{
+	mk_key_info *copy = calloc(n ? n : 1, sizeof(*copy));
+
+	if (!copy)
+		return; /* nothing remembered costs only the listing while it is away */
+	for (size_t i = 0; i < n; i++)
+		if (key_info_copy(&a[i], &copy[i]) < 0) {
+			mk_key_info_array_free(copy, i);
+			return;
+		}
+	pthread_mutex_lock(&t->lock);
+	mk_key_info_array_free(t->keys, t->n_keys);
+	t->keys = copy;
+	t->n_keys = n;
+	t->keys_known = true;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/*
+ * Appends the keys last listed on t, each unusable with the reason (why, -ENOMEDIUM or
+ * -ETIMEDOUT): a removed card's keys stay in the list, marked, until it comes back.
+ */
+static int keys_append_remembered(mk_token *t, int why, mk_key_info **a, size_t *n)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; r >= 0 && i < t->n_keys; i++) {
+		mk_key_info k;
+
+		r = key_info_copy(&t->keys[i], &k);
+		if (r < 0)
+			break;
+		if (!k.reason) {
+			if (why == -ETIMEDOUT)
+				r = asprintf(&k.reason, "token \"%s\" does not answer; remove and "
+					     "reinsert it to use this key", t->label);
+			else
+				r = asprintf(&k.reason, "token \"%s\" is not present; insert it to "
+					     "use this key", t->label);
+			if (r < 0) {
+				k.reason = NULL;
+				mk_key_info_clear(&k);
+				r = -ENOMEM;
+				break;
+			}
+		}
+		r = keys_append(a, n, &k);
+		if (r < 0)
+			mk_key_info_clear(&k);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return r < 0 ? r : 0;
+}
+
 int mk_p11_list_keys(mk_p11 *p, const char *token_uri, mk_key_info **ret, size_t *ret_n)
 {
 	mk_token **toks = NULL;
@@ -698,9 +784,20 @@ int mk_p11_list_keys(mk_p11 *p, const char *token_uri, mk_key_info **ret, size_t
 				"URI", token_uri);
 	}
 	for (size_t i = 0; i < n_toks; i++) {
+		size_t before = n;
+
 		r = token_list_keys(toks[i], &a, &n);
-		if (r == -ENOMEDIUM || r == -ENODEV) {
-			r = 0; /* an absent token has no keys to show */
+		if (r == 0) {
+			mk_token_remember_keys(toks[i], a + before, n - before);
+			continue;
+		}
+		if (r == -ENOMEDIUM || r == -ENODEV || r == -ETIMEDOUT) {
+			/* away or not answering: what it had, marked unusable */
+			while (n > before)
+				mk_key_info_clear(&a[--n]);
+			r = r == -ENODEV ? 0 : keys_append_remembered(toks[i], r, &a, &n);
+			if (r < 0)
+				break;
 			continue;
 		}
 		if (r < 0)
@@ -1060,11 +1157,12 @@ int mk_p11_generate_key(mk_p11 *p, const char *token_uri, mk_key_alg alg, const 
 	if (r < 0)
 		return r;
 	snprintf(what, sizeof(what), "generate a %s key \"%s\"", mk_key_alg_name(alg), label);
-	if (alg == MK_ALG_DHKEM_X25519)
-		montgomery = token_has_mechanism(t, CKM_EC_MONTGOMERY_KEY_PAIR_GEN);
 	r = mk_token_borrow(t, &s);
 	if (r < 0)
 		goto out_tok;
+	/* asked with a session borrowed: the module is not re-initialised meanwhile */
+	if (alg == MK_ALG_DHKEM_X25519)
+		montgomery = token_has_mechanism(t, CKM_EC_MONTGOMERY_KEY_PAIR_GEN);
 	rv = generate_pair(t, s.h, alg, montgomery, id, label, &pub, &priv);
 	if (rv != CKR_OK) {
 		r = mk_p11_error(rv, t, what);

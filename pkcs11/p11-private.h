@@ -36,6 +36,9 @@
 #define MK_P11_MAX_LABEL 255u
 #define MK_P11_DEFAULT_SESSIONS 8u
 
+/* Who is inside a module, its slot-event state (p11.c; see module_enter()). */
+typedef struct mk_module_state mk_module_state;
+
 typedef struct mk_module {
 	CK_FUNCTION_LIST *f;
 	char *name; /* library description, trimmed */
@@ -43,6 +46,8 @@ typedef struct mk_module {
 	CK_INFO info;
 	bool registered; /* from p11-kit's list (released with it) */
 	bool skip;       /* loaded but not scanned (p11-kit trust-policy modules) */
+	bool needs_reinit; /* sees tokens made by other processes only after C_Initialize */
+	mk_module_state *st; /* allocated once the module is in the list */
 } mk_module;
 
 typedef struct mk_token {
@@ -64,6 +69,16 @@ typedef struct mk_token {
 	unsigned gen; /* bumped at every removal and re-insertion */
 	CK_SESSION_HANDLE *idle;
 	size_t n_idle, n_open, max;
+
+	/* Slot events and watched calls (issue 6); guarded by lock. */
+	unsigned stuck;             /* calls given up on for not answering, still in the module */
+	long long stuck_since_ms;   /* CLOCK_MONOTONIC, when the first of them began */
+	char *slot_desc;            /* its slot's description: the PC/SC reader for OpenSC */
+	bool hw_slot;               /* CKF_HW_SLOT: C_GetTokenInfo may reach a card */
+	bool rebind;                /* module re-initialised: match by identity in any slot */
+	mk_key_info *keys;          /* the keys last listed, shown unusable while it is away */
+	size_t n_keys;
+	bool keys_known;
 } mk_token;
 
 struct mk_p11 {
@@ -150,7 +165,13 @@ int mk_p11_resolve_token(mk_p11 *p, const char *uri, mk_token **ret);
 /* Copies a blank-padded PKCS#11 string field into a new NUL-terminated, trimmed string. */
 char *mk_p11_strdup_field(const unsigned char *field, size_t n);
 
+/* Milliseconds on CLOCK_MONOTONIC (never 0). */
+long long mk_p11_now_ms(void);
+
 /* --- p11-key.c --------------------------------------------------------------------------- */
+
+/* Remembers a token's listed keys (copies) to show while it is absent or not answering. */
+void mk_token_remember_keys(mk_token *t, const mk_key_info *a, size_t n);
 
 /* The private key object of k for the session s (re-found when the token generation moved
  * on, or when refind is set). 0 and *ret, -ENOKEY, -ENOTCONN, or a translated error. */

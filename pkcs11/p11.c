@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/error.h"
 #include "pkcs11/p11-private.h"
@@ -162,6 +163,206 @@ static int token_uri_format(const CK_TOKEN_INFO *ti, char **ret)
 	return 0;
 }
 
+/* --- who is inside a module ------------------------------------------------------------- */
+
+/*
+ * A module may be re-initialised (C_Finalize, C_Initialize) to see new tokens; no other call
+ * may be in it then. Every stretch of token work (a borrowed session) and every call outside
+ * one that is not made under mk_p11.lock counts as a user; a re-initialisation (always under
+ * mk_p11.lock) waits for none: it happens only when there are no users, and new users wait
+ * for it to end.
+ */
+struct mk_module_state {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned users;
+	bool reiniting;
+	int wait_events;    /* C_WaitForSlotEvent(CKF_DONT_BLOCK): 0 not tried, 1 works, -1 not */
+	CK_SLOT_ID *seen;   /* the slots with a token at the last look, sorted */
+	CK_ULONG n_seen;
+	bool *seen_hw;      /* CKF_HW_SLOT of each */
+	bool looked;        /* seen is valid */
+};
+
+long long mk_p11_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + 1;
+}
+
+static void module_enter(const mk_module *m)
+{
+	mk_module_state *st = m->st;
+
+	pthread_mutex_lock(&st->lock);
+	while (st->reiniting)
+		pthread_cond_wait(&st->cond, &st->lock);
+	st->users++;
+	pthread_mutex_unlock(&st->lock);
+}
+
+static void module_leave(const mk_module *m)
+{
+	mk_module_state *st = m->st;
+
+	pthread_mutex_lock(&st->lock);
+	st->users--;
+	pthread_mutex_unlock(&st->lock);
+}
+
+static mk_module_state *module_state_new(void)
+{
+	mk_module_state *st = calloc(1, sizeof(*st));
+
+	if (!st)
+		return NULL;
+	pthread_mutex_init(&st->lock, NULL);
+	pthread_cond_init(&st->cond, NULL);
+	return st;
+}
+
+static void module_state_free(mk_module_state *st)
+{
+	if (!st)
+		return;
+	pthread_cond_destroy(&st->cond);
+	pthread_mutex_destroy(&st->lock);
+	free(st->seen);
+	free(st->seen_hw);
+	free(st);
+}
+
+/* --- watched calls ----------------------------------------------------------------------- */
+
+struct mk_p11_watch {
+	pthread_mutex_t lock;
+	mk_token *tok;     /* the token of the stretch under way (a reference), or NULL */
+	unsigned gen;      /* its generation when the stretch began */
+	long long since_ms;
+	unsigned long long seq;
+	unsigned depth;    /* nested borrows on this thread */
+	bool given_up;
+	bool stuck;        /* given up as not answering: counted in tok->stuck */
+};
+
+static __thread mk_p11_watch *thread_watch;
+
+int mk_p11_watch_new(mk_p11_watch **ret)
+{
+	mk_p11_watch *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return -ENOMEM;
+	pthread_mutex_init(&w->lock, NULL);
+	*ret = w;
+	return 0;
+}
+
+mk_p11_watch *mk_p11_watch_free(mk_p11_watch *w)
+{
+	if (!w)
+		return NULL;
+	if (thread_watch == w)
+		thread_watch = NULL;
+	mk_token_unref(w->tok);
+	pthread_mutex_destroy(&w->lock);
+	free(w);
+	return NULL;
+}
+
+void mk_p11_watch_attach(mk_p11_watch *w)
+{
+	thread_watch = w;
+}
+
+/* A stretch of work on t begins on this thread (a session was borrowed). */
+static void watch_begin(mk_token *t, unsigned gen)
+{
+	mk_p11_watch *w = thread_watch;
+
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->lock);
+	if (w->depth++ == 0) {
+		w->tok = mk_token_ref(t);
+		w->gen = gen;
+		w->since_ms = mk_p11_now_ms();
+		w->seq++;
+		w->given_up = w->stuck = false;
+	}
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* The stretch on t ends (the session is back); a stuck one stops counting against t. */
+static void watch_end(mk_token *t)
+{
+	mk_p11_watch *w = thread_watch;
+	mk_token *done = NULL;
+	bool stuck = false;
+
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->lock);
+	if (w->depth > 0 && --w->depth == 0) {
+		done = w->tok;
+		stuck = w->stuck;
+		w->tok = NULL;
+		w->since_ms = 0;
+		w->stuck = false;
+	}
+	pthread_mutex_unlock(&w->lock);
+	if (done && stuck) {
+		pthread_mutex_lock(&done->lock);
+		if (done->stuck > 0)
+			done->stuck--;
+		pthread_mutex_unlock(&done->lock);
+	}
+	(void)t;
+	mk_token_unref(done);
+}
+
+void mk_p11_watch_get(mk_p11_watch *w, mk_p11_watch_state *ret)
+{
+	mk_p11_watch_state st = { 0 };
+
+	pthread_mutex_lock(&w->lock);
+	if (w->tok && !w->given_up) {
+		mk_token *t = w->tok;
+
+		st.since_ms = w->since_ms;
+		st.seq = w->seq;
+		snprintf(st.token, sizeof(st.token), "%s", t->label);
+		snprintf(st.serial, sizeof(st.serial), "%s", t->serial);
+		pthread_mutex_lock(&t->lock);
+		st.gone = !t->present || t->gen != w->gen;
+		pthread_mutex_unlock(&t->lock);
+	}
+	pthread_mutex_unlock(&w->lock);
+	*ret = st;
+}
+
+bool mk_p11_watch_give_up(mk_p11_watch *w, unsigned long long seq, bool stuck)
+{
+	bool ok = false;
+
+	pthread_mutex_lock(&w->lock);
+	if (w->tok && w->seq == seq && !w->given_up) {
+		w->given_up = true;
+		ok = true;
+		if (stuck) {
+			w->stuck = true;
+			pthread_mutex_lock(&w->tok->lock);
+			if (w->tok->stuck++ == 0)
+				w->tok->stuck_since_ms = w->since_ms;
+			pthread_mutex_unlock(&w->tok->lock);
+		}
+	}
+	pthread_mutex_unlock(&w->lock);
+	return ok;
+}
+
 /* --- tokens and their session pools ------------------------------------------------------ */
 
 mk_token *mk_token_ref(mk_token *t)
@@ -184,6 +385,8 @@ void mk_token_unref(mk_token *t)
 	free(t->serial);
 	free(t->uri);
 	free(t->module_name);
+	free(t->slot_desc);
+	mk_key_info_array_free(t->keys, t->n_keys);
 	free(t);
 }
 
@@ -192,6 +395,23 @@ void mk_token_array_unref(mk_token **a, size_t n)
 	for (size_t i = 0; i < n; i++)
 		mk_token_unref(a[i]);
 	free(a);
+}
+
+/* Reads the description and kind of the token's slot (under t->lock or before t is shared). */
+static int token_read_slot(mk_token *t, CK_SLOT_ID slot)
+{
+	CK_SLOT_INFO si;
+	char *desc;
+
+	if (t->f->C_GetSlotInfo(slot, &si) != CKR_OK)
+		return 0; /* keep what we had */
+	desc = mk_p11_strdup_field(si.slotDescription, sizeof(si.slotDescription));
+	if (!desc)
+		return -ENOMEM;
+	free(t->slot_desc);
+	t->slot_desc = desc;
+	t->hw_slot = si.flags & CKF_HW_SLOT;
+	return 0;
 }
 
 static int token_new(const mk_module *mod, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti,
@@ -218,7 +438,7 @@ static int token_new(const mk_module *mod, CK_SLOT_ID slot, const CK_TOKEN_INFO 
 	t->serial = mk_p11_strdup_field(ti->serialNumber, sizeof(ti->serialNumber));
 	t->module_name = strdup(mod->name ? mod->name : mod->path ? mod->path : "");
 	if (!t->idle || !t->label || !t->manufacturer || !t->model || !t->serial ||
-	    !t->module_name || token_uri_format(ti, &t->uri) < 0) {
+	    !t->module_name || token_uri_format(ti, &t->uri) < 0 || token_read_slot(t, slot) < 0) {
 		mk_token_unref(t);
 		return -ENOMEM;
 	}
@@ -235,30 +455,54 @@ static void token_drop_idle_locked(mk_token *t)
 	t->n_idle = 0;
 }
 
+/* Under t->lock: the error for a token that cannot lend a session now, or 0. */
+static int token_unusable_locked(mk_token *t)
+{
+	if (t->closed)
+		return mk_error(-ENODEV, "token \"%s\" is no longer loaded; open the token layer "
+				"again", t->label);
+	if (!t->present)
+		return mk_error(-ENOMEDIUM, "token \"%s\" is not present; insert it and retry",
+				t->label);
+	if (t->stuck > 0)
+		return mk_error(-ETIMEDOUT, "token \"%s\" (serial %s) has not answered a call for "
+				"%lld s; remove and reinsert it, or wait and retry",
+				t->label, t->serial, (mk_p11_now_ms() - t->stuck_since_ms) / 1000);
+	return 0;
+}
+
 int mk_token_borrow(mk_token *t, mk_session *ret)
 {
+	const mk_module *mod;
 	CK_FLAGS flags;
 	CK_SLOT_ID slot;
 	CK_SESSION_HANDLE h;
 	unsigned gen;
 	CK_RV rv;
+	int r;
+
+	pthread_mutex_lock(&t->lock);
+	r = token_unusable_locked(t);
+	mod = t->mod;
+	pthread_mutex_unlock(&t->lock);
+	if (r < 0)
+		return r;
+	/* waits while the module is being re-initialised */
+	module_enter(mod);
 
 	pthread_mutex_lock(&t->lock);
 	for (;;) {
-		if (t->closed) {
+		r = token_unusable_locked(t);
+		if (r < 0) {
 			pthread_mutex_unlock(&t->lock);
-			return mk_error(-ENODEV, "token \"%s\" is no longer loaded; open the token "
-					"layer again", t->label);
-		}
-		if (!t->present) {
-			pthread_mutex_unlock(&t->lock);
-			return mk_error(-ENOMEDIUM, "token \"%s\" is not present; insert it and retry",
-					t->label);
+			module_leave(mod);
+			return r;
 		}
 		if (t->n_idle > 0) {
 			ret->h = t->idle[--t->n_idle];
 			ret->gen = t->gen;
 			pthread_mutex_unlock(&t->lock);
+			watch_begin(t, ret->gen);
 			return 0;
 		}
 		if (t->n_open < t->max)
@@ -272,6 +516,8 @@ int mk_token_borrow(mk_token *t, mk_session *ret)
 	flags = CKF_SERIAL_SESSION | (t->rw ? CKF_RW_SESSION : 0);
 	pthread_mutex_unlock(&t->lock);
 
+	/* opening a session is token work too: a token that hangs here is watched as well */
+	watch_begin(t, gen);
 	rv = t->f->C_OpenSession(slot, flags, NULL, NULL, &h);
 	if (rv == CKR_TOKEN_WRITE_PROTECTED && (flags & CKF_RW_SESSION)) {
 		rv = t->f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
@@ -289,6 +535,8 @@ int mk_token_borrow(mk_token *t, mk_session *ret)
 			t->max = t->n_open;
 		pthread_cond_signal(&t->cond);
 		pthread_mutex_unlock(&t->lock);
+		watch_end(t);
+		module_leave(mod);
 		return mk_p11_error(rv, t, "open a session");
 	}
 	ret->h = h;
@@ -298,7 +546,10 @@ int mk_token_borrow(mk_token *t, mk_session *ret)
 
 void mk_token_return(mk_token *t, mk_session *s, bool discard)
 {
+	const mk_module *mod;
+
 	pthread_mutex_lock(&t->lock);
+	mod = t->mod;
 	if (t->closed) {
 		/* The module is gone with its sessions; only the count is left to fix. */
 		t->n_open--;
@@ -311,6 +562,9 @@ void mk_token_return(mk_token *t, mk_session *s, bool discard)
 	s->h = CK_INVALID_HANDLE;
 	pthread_cond_signal(&t->cond);
 	pthread_mutex_unlock(&t->lock);
+	watch_end(t);
+	if (mod)
+		module_leave(mod);
 }
 
 bool mk_token_logged_in(mk_token *t, CK_SESSION_HANDLE s)
@@ -382,14 +636,39 @@ static int module_describe(CK_FUNCTION_LIST *f, const char *path, mk_module *ret
 	return 0;
 }
 
+/*
+ * Modules known to see tokens that other processes create (or bring back) only at their
+ * next C_Initialize, by CK_INFO.manufacturerID. SoftHSM 2 reads its token directory once.
+ */
+static bool module_needs_reinit(const CK_INFO *info)
+{
+	static const char *const known[] = { "SoftHSM" };
+
+	for (size_t i = 0; i < ELEMENTSOF(known); i++) {
+		size_t n = strlen(known[i]);
+
+		if (memcmp(info->manufacturerID, known[i], n) == 0 &&
+		    (info->manufacturerID[n] == ' ' || info->manufacturerID[n] == '\0'))
+			return true;
+	}
+	return false;
+}
+
 static int module_append(mk_p11 *p, const mk_module *m)
 {
 	mk_module *a = realloc(p->modules, (p->n_modules + 1) * sizeof(*a));
+	mk_module_state *st;
 
 	if (!a)
 		return -ENOMEM;
 	p->modules = a;
-	p->modules[p->n_modules++] = *m;
+	st = module_state_new();
+	if (!st)
+		return -ENOMEM;
+	p->modules[p->n_modules] = *m;
+	p->modules[p->n_modules].st = st;
+	p->modules[p->n_modules].needs_reinit = module_needs_reinit(&m->info);
+	p->n_modules++;
 	return 0;
 }
 
@@ -492,14 +771,15 @@ static int token_append(mk_p11 *p, mk_token *t)
 	return 0;
 }
 
-static int slot_list(const mk_module *m, CK_SLOT_ID **ret, CK_ULONG *ret_n)
+/* The module's slots: with a token (present) or all of them. */
+static int slot_list(const mk_module *m, bool present, CK_SLOT_ID **ret, CK_ULONG *ret_n)
 {
 	CK_SLOT_ID *slots = NULL;
 	CK_ULONG n = 0;
 	CK_RV rv;
 
 	for (int tries = 0; tries < 4; tries++) {
-		rv = m->f->C_GetSlotList(CK_TRUE, NULL, &n);
+		rv = m->f->C_GetSlotList(present ? CK_TRUE : CK_FALSE, NULL, &n);
 		if (rv != CKR_OK)
 			break;
 		if (n > MK_P11_MAX_SLOTS)
@@ -508,7 +788,7 @@ static int slot_list(const mk_module *m, CK_SLOT_ID **ret, CK_ULONG *ret_n)
 		slots = calloc(n ? n : 1, sizeof(*slots));
 		if (!slots)
 			return -ENOMEM;
-		rv = m->f->C_GetSlotList(CK_TRUE, slots, &n);
+		rv = m->f->C_GetSlotList(present ? CK_TRUE : CK_FALSE, slots, &n);
 		if (rv != CKR_BUFFER_TOO_SMALL)
 			break;
 	}
@@ -523,7 +803,8 @@ static int slot_list(const mk_module *m, CK_SLOT_ID **ret, CK_ULONG *ret_n)
 }
 
 /* Finds the entry for a token seen in slot `slot` of module m: same slot and identity first,
- * then same identity in another slot (re-inserted elsewhere). */
+ * then same identity in another slot (re-inserted elsewhere, or the module was
+ * re-initialised and numbers its slots anew). */
 static mk_token *token_lookup(mk_p11 *p, const mk_module *m, CK_SLOT_ID slot,
 			      const CK_TOKEN_INFO *ti)
 {
@@ -532,14 +813,14 @@ static mk_token *token_lookup(mk_p11 *p, const mk_module *m, CK_SLOT_ID slot,
 	for (size_t i = 0; i < p->n_tokens; i++) {
 		mk_token *t = p->tokens[i];
 
-		if (t->mod != m || !token_identity_eq(&t->ti, ti))
+		if (t->mod != m || !token_identity_eq(&t->ti, ti) || t->scan == p->scan)
 			continue;
 		pthread_mutex_lock(&t->lock);
 		if (t->slot == slot) {
 			pthread_mutex_unlock(&t->lock);
 			return t;
 		}
-		if (!t->present && !other)
+		if ((!t->present || t->rebind) && !other)
 			other = t;
 		pthread_mutex_unlock(&t->lock);
 	}
@@ -552,7 +833,7 @@ static int scan_module(mk_p11 *p, const mk_module *m)
 	CK_ULONG n = 0;
 	int r;
 
-	r = slot_list(m, &slots, &n);
+	r = slot_list(m, true, &slots, &n);
 	if (r < 0)
 		return r;
 	for (CK_ULONG i = 0; i < n; i++) {
@@ -566,12 +847,20 @@ static int scan_module(mk_p11 *p, const mk_module *m)
 		t = token_lookup(p, m, slots[i], &ti);
 		if (t) {
 			pthread_mutex_lock(&t->lock);
-			if (!t->present) {
+			if (!t->present || t->rebind) {
+				/* back (a re-initialisation already moved the generation on) */
+				if (!t->present)
+					t->gen++;
 				t->present = true;
-				t->gen++;
+				t->rebind = false;
 				t->slot = slots[i];
+				r = token_read_slot(t, slots[i]);
 			}
 			pthread_mutex_unlock(&t->lock);
+			if (r < 0) {
+				free(slots);
+				return r;
+			}
 		} else {
 			r = token_new(m, slots[i], &ti, p->max_sessions, &t);
 			if (r >= 0) {
@@ -590,16 +879,48 @@ static int scan_module(mk_p11 *p, const mk_module *m)
 	return 0;
 }
 
-static void token_mark_absent(mk_token *t)
+/* Under t->lock. */
+static void token_mark_absent_locked(mk_token *t)
 {
-	pthread_mutex_lock(&t->lock);
 	if (t->present) {
 		t->present = false;
 		t->gen++;
 		token_drop_idle_locked(t);
 		pthread_cond_broadcast(&t->cond);
 	}
+	t->rebind = false;
+}
+
+static void token_mark_absent(mk_token *t)
+{
+	pthread_mutex_lock(&t->lock);
+	token_mark_absent_locked(t);
 	pthread_mutex_unlock(&t->lock);
+}
+
+/* Under p->lock: does a token of m have a call in it that was given up as not answering? */
+static bool module_has_stuck_locked(mk_p11 *p, const mk_module *m)
+{
+	bool stuck = false;
+
+	for (size_t j = 0; j < p->n_tokens && !stuck; j++) {
+		mk_token *t = p->tokens[j];
+
+		if (t->mod != m)
+			continue;
+		pthread_mutex_lock(&t->lock);
+		stuck = t->stuck > 0;
+		pthread_mutex_unlock(&t->lock);
+	}
+	return stuck;
+}
+
+/* Under p->lock: the module's tokens keep their last state in this scan. */
+static void module_keep_locked(mk_p11 *p, const mk_module *m)
+{
+	for (size_t j = 0; j < p->n_tokens; j++)
+		if (p->tokens[j]->mod == m)
+			p->tokens[j]->scan = p->scan;
 }
 
 static int refresh_locked(mk_p11 *p)
@@ -612,15 +933,16 @@ static int refresh_locked(mk_p11 *p)
 
 		if (m->skip)
 			continue;
+		/* a module with a call that hangs may hang on the next one too: leave it be */
+		if (module_has_stuck_locked(p, m)) {
+			module_keep_locked(p, m);
+			continue;
+		}
 		r = scan_module(p, m);
 		if (r == -ENOMEM)
 			return r;
-		if (r < 0) {
-			/* A module that cannot list its slots keeps its tokens' last state. */
-			for (size_t j = 0; j < p->n_tokens; j++)
-				if (p->tokens[j]->mod == m)
-					p->tokens[j]->scan = p->scan;
-		}
+		if (r < 0) /* A module that cannot list its slots keeps its tokens' last state. */
+			module_keep_locked(p, m);
 	}
 	for (size_t j = 0; j < p->n_tokens; j++)
 		if (p->tokens[j]->scan != p->scan)
@@ -641,7 +963,475 @@ int mk_p11_refresh(mk_p11 *p)
 	return r;
 }
 
+/* --- slot events ------------------------------------------------------------------------- */
+
+/* Under p->lock: the present token of m in slot, or NULL. */
+static mk_token *token_in_slot_locked(mk_p11 *p, const mk_module *m, CK_SLOT_ID slot)
+{
+	for (size_t j = 0; j < p->n_tokens; j++) {
+		mk_token *t = p->tokens[j];
+		bool hit;
+
+		if (t->mod != m)
+			continue;
+		pthread_mutex_lock(&t->lock);
+		hit = t->present && t->slot == slot;
+		pthread_mutex_unlock(&t->lock);
+		if (hit)
+			return t;
+	}
+	return NULL;
+}
+
+/*
+ * Under p->lock: re-initialises m (C_Finalize, C_Initialize) and rescans it, when nothing is
+ * inside it and none of its tokens is logged in. -EBUSY when it may not now.
+ */
+static int module_reinit_locked(mk_p11 *p, const mk_module *m, bool *changed)
+{
+	mk_module_state *st = m->st;
+	size_t n_before = p->n_tokens;
+	bool *was = NULL, busy = false;
+	int r = 0;
+
+	pthread_mutex_lock(&st->lock);
+	if (st->users > 0) {
+		pthread_mutex_unlock(&st->lock);
+		return -EBUSY;
+	}
+	st->reiniting = true; /* from here on nobody enters */
+	pthread_mutex_unlock(&st->lock);
+
+	for (size_t j = 0; j < n_before && !busy; j++) {
+		mk_token *t = p->tokens[j];
+
+		if (t->mod != m)
+			continue;
+		pthread_mutex_lock(&t->lock);
+		busy = t->present && t->n_idle > 0 && mk_token_logged_in(t, t->idle[0]);
+		pthread_mutex_unlock(&t->lock);
+	}
+	if (busy) {
+		r = -EBUSY;
+		goto out;
+	}
+	was = calloc(n_before ? n_before : 1, sizeof(*was));
+	if (!was) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t j = 0; j < n_before; j++) {
+		mk_token *t = p->tokens[j];
+
+		pthread_mutex_lock(&t->lock);
+		was[j] = t->present;
+		if (t->mod == m) {
+			/* its sessions and object handles end with the module's state */
+			token_drop_idle_locked(t);
+			if (t->present) {
+				t->gen++;
+				t->rebind = true;
+			}
+		}
+		pthread_mutex_unlock(&t->lock);
+	}
+	p11_kit_module_finalize(m->f);
+	p->scan++;
+	if (p11_kit_module_initialize(m->f) == CKR_OK)
+		r = scan_module(p, m);
+	if (r == -ENOMEM)
+		goto out;
+	r = 0;
+	for (size_t j = 0; j < p->n_tokens; j++) {
+		mk_token *t = p->tokens[j];
+		bool now;
+
+		if (t->mod == m && t->scan != p->scan)
+			token_mark_absent(t);
+		pthread_mutex_lock(&t->lock);
+		t->rebind = false;
+		now = t->present;
+		pthread_mutex_unlock(&t->lock);
+		if (j < n_before ? was[j] != now : now)
+			*changed = true;
+	}
+	st->looked = false;
+out:
+	pthread_mutex_lock(&st->lock);
+	st->reiniting = false;
+	pthread_cond_broadcast(&st->cond);
+	pthread_mutex_unlock(&st->lock);
+	free(was);
+	mk_error_clear();
+	return r;
+}
+
+static int slot_cmp(const void *a, const void *b)
+{
+	CK_SLOT_ID x = *(const CK_SLOT_ID *)a, y = *(const CK_SLOT_ID *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Under p->lock: the cheap look at one module (see mk_p11_check_slots). */
+static int check_module_locked(mk_p11 *p, const mk_module *m, bool *changed)
+{
+	mk_module_state *st = m->st;
+	CK_SLOT_ID *slots = NULL;
+	CK_ULONG n = 0;
+	int r;
+
+	if (st->wait_events >= 0) {
+		for (int i = 0; i < 16; i++) {
+			CK_SLOT_ID s;
+			CK_RV rv = m->f->C_WaitForSlotEvent(CKF_DONT_BLOCK, &s, NULL);
+
+			if (rv == CKR_OK) {
+				st->wait_events = 1;
+				*changed = true;
+				continue;
+			}
+			st->wait_events = rv == CKR_NO_EVENT ? 1 : -1;
+			break;
+		}
+	}
+	r = slot_list(m, true, &slots, &n);
+	if (r < 0)
+		return r == -ENOMEM ? r : 0;
+	qsort(slots, n, sizeof(*slots), slot_cmp);
+	if (!st->looked || n != st->n_seen || memcmp(slots, st->seen, n * sizeof(*slots)) != 0) {
+		bool *hw = calloc(n ? n : 1, sizeof(*hw));
+
+		if (!hw) {
+			free(slots);
+			return -ENOMEM;
+		}
+		for (CK_ULONG i = 0; i < n; i++) {
+			CK_SLOT_INFO si;
+
+			/* in doubt a slot counts as hardware: it is then never asked for its token */
+			hw[i] = m->f->C_GetSlotInfo(slots[i], &si) != CKR_OK ||
+				(si.flags & CKF_HW_SLOT);
+		}
+		if (st->looked)
+			*changed = true;
+		free(st->seen);
+		free(st->seen_hw);
+		st->seen = slots;
+		st->seen_hw = hw;
+		st->n_seen = n;
+		st->looked = true;
+	} else {
+		free(slots);
+	}
+	/* a token we think present in a slot that has none any more */
+	for (size_t j = 0; j < p->n_tokens && !*changed; j++) {
+		mk_token *t = p->tokens[j];
+		bool listed = false, present;
+		CK_SLOT_ID slot;
+
+		if (t->mod != m)
+			continue;
+		pthread_mutex_lock(&t->lock);
+		present = t->present;
+		slot = t->slot;
+		pthread_mutex_unlock(&t->lock);
+		for (CK_ULONG i = 0; present && i < st->n_seen && !listed; i++)
+			listed = st->seen[i] == slot;
+		if (present && !listed)
+			*changed = true;
+	}
+	/* software slots: nothing to touch, so ask for the token (deleted, or another one) */
+	for (CK_ULONG i = 0; i < st->n_seen && !*changed; i++) {
+		CK_TOKEN_INFO ti;
+		mk_token *t;
+		bool there;
+
+		if (st->seen_hw[i])
+			continue;
+		there = m->f->C_GetTokenInfo(st->seen[i], &ti) == CKR_OK &&
+			(ti.flags & CKF_TOKEN_INITIALIZED);
+		t = token_in_slot_locked(p, m, st->seen[i]);
+		if (there != (t != NULL) || (t && !token_identity_eq(&t->ti, &ti)))
+			*changed = true;
+	}
+	return 0;
+}
+
+int mk_p11_check_slots(mk_p11 *p, bool *ret_changed)
+{
+	bool changed = false;
+	int r = 0;
+
+	if (!p || !ret_changed)
+		return mk_error(-EINVAL, "missing argument to check the slots");
+	pthread_mutex_lock(&p->lock);
+	for (size_t i = 0; i < p->n_modules && r >= 0; i++) {
+		const mk_module *m = &p->modules[i];
+
+		if (m->skip || module_has_stuck_locked(p, m))
+			continue;
+		if (m->needs_reinit) {
+			r = module_reinit_locked(p, m, &changed);
+			if (r == 0 || r == -ENOMEM)
+				continue;
+			r = 0; /* busy: the cheap look still sees a token vanish */
+		}
+		r = check_module_locked(p, m, &changed);
+	}
+	pthread_mutex_unlock(&p->lock);
+	mk_error_clear();
+	if (r < 0)
+		return r;
+	*ret_changed = changed;
+	return 0;
+}
+
+/*
+ * Whether a slot described as desc is in the PC/SC reader named reader: the same name, or
+ * the name cut to the 64 bytes of CK_SLOT_INFO, or the name and a suffix of the module's.
+ */
+static bool reader_backs(const char *desc, const char *reader)
+{
+	size_t d = strlen(desc), n = strlen(reader);
+
+	if (d == 0 || n == 0)
+		return false;
+	if (d <= n)
+		return strncmp(desc, reader, d) == 0 && (d == n || (n >= 64 && d >= 56));
+	return strncmp(desc, reader, n) == 0 && desc[n] == ' ';
+}
+
+int mk_p11_reader_removed(mk_p11 *p, const char *reader)
+{
+	int n = 0;
+
+	if (!p || !reader)
+		return mk_error(-EINVAL, "missing argument to mark a reader empty");
+	pthread_mutex_lock(&p->lock);
+	for (size_t j = 0; j < p->n_tokens; j++) {
+		mk_token *t = p->tokens[j];
+
+		pthread_mutex_lock(&t->lock);
+		if (t->present && t->hw_slot && t->slot_desc && reader_backs(t->slot_desc, reader)) {
+			token_mark_absent_locked(t);
+			n++;
+		}
+		pthread_mutex_unlock(&t->lock);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return n;
+}
+
+int mk_p11_present_tokens(mk_p11 *p, char ***ret, size_t *ret_n)
+{
+	char **a;
+	size_t n = 0;
+
+	if (!p || !ret || !ret_n)
+		return mk_error(-EINVAL, "missing argument to list present tokens");
+	pthread_mutex_lock(&p->lock);
+	a = calloc(p->n_tokens + 1, sizeof(*a));
+	for (size_t j = 0; a && j < p->n_tokens; j++) {
+		mk_token *t = p->tokens[j];
+		bool present;
+
+		pthread_mutex_lock(&t->lock);
+		present = t->present;
+		pthread_mutex_unlock(&t->lock);
+		if (!present)
+			continue;
+		a[n] = strdup(t->uri);
+		if (!a[n]) {
+			while (n > 0)
+				free(a[--n]);
+			free(a);
+			a = NULL;
+			break;
+		}
+		n++;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (!a)
+		return -ENOMEM;
+	*ret = a;
+	*ret_n = n;
+	return 0;
+}
+
+/* --- slots, listed --------------------------------------------------------------------------- */
+
+void mk_slot_info_array_free(mk_slot_info *a, size_t n)
+{
+	if (!a)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(a[i].uri);
+		free(a[i].description);
+		free(a[i].manufacturer);
+		free(a[i].module);
+		free(a[i].token_uri);
+	}
+	free(a);
+}
+
+static int slot_uri_format(const mk_module *m, const CK_SLOT_INFO *si, CK_SLOT_ID slot,
+			   char **ret)
+{
+	P11KitUri *u = p11_kit_uri_new();
+	char *s = NULL;
+	int r;
+
+	if (!u)
+		return -ENOMEM;
+	memcpy(p11_kit_uri_get_module_info(u), &m->info, sizeof(m->info));
+	memcpy(p11_kit_uri_get_slot_info(u), si, sizeof(*si));
+	p11_kit_uri_set_slot_id(u, slot);
+	r = p11_kit_uri_format(u, P11_KIT_URI_FOR_MODULE | P11_KIT_URI_FOR_SLOT, &s);
+	p11_kit_uri_free(u);
+	if (r != P11_KIT_URI_OK)
+		return -ENOMEM;
+	*ret = s;
+	return 0;
+}
+
+/* One slot of m (inside the module); 0 or -ENOMEM. */
+static int slot_info_fill(mk_p11 *p, const mk_module *m, CK_SLOT_ID slot, mk_slot_info *ret)
+{
+	mk_slot_info s = { .id = slot, .state = "error" };
+	CK_SLOT_INFO si;
+	CK_TOKEN_INFO ti;
+	mk_token *t;
+
+	s.module = strdup(m->name ? m->name : m->path ? m->path : "");
+	if (!s.module)
+		return -ENOMEM;
+	if (m->f->C_GetSlotInfo(slot, &si) != CKR_OK) {
+		memset(&si, ' ', sizeof(si));
+		si.flags = 0;
+	} else {
+		s.hardware = si.flags & CKF_HW_SLOT;
+		s.removable = si.flags & CKF_REMOVABLE_DEVICE;
+		s.token_present = si.flags & CKF_TOKEN_PRESENT;
+		s.state = s.token_present ? "error" : "empty";
+	}
+	s.description = mk_p11_strdup_field(si.slotDescription, sizeof(si.slotDescription));
+	s.manufacturer = mk_p11_strdup_field(si.manufacturerID, sizeof(si.manufacturerID));
+	if (!s.description || !s.manufacturer || slot_uri_format(m, &si, slot, &s.uri) < 0)
+		goto oom;
+	if (s.token_present) {
+		pthread_mutex_lock(&p->lock);
+		t = token_in_slot_locked(p, m, slot);
+		if (t) {
+			s.token_uri = strdup(t->uri);
+			s.state = "token";
+		}
+		pthread_mutex_unlock(&p->lock);
+		if (t && !s.token_uri)
+			goto oom;
+	}
+	if (s.token_present && !s.token_uri) {
+		/* a card mlskey has no token for: ask what the module makes of it */
+		CK_RV rv = m->f->C_GetTokenInfo(slot, &ti);
+
+		if (rv == CKR_OK && (ti.flags & CKF_TOKEN_INITIALIZED)) {
+			s.state = "token";
+			if (token_uri_format(&ti, &s.token_uri) < 0)
+				goto oom;
+		} else if (rv == CKR_OK) {
+			s.state = "uninitialized";
+		} else if (rv == CKR_TOKEN_NOT_RECOGNIZED) {
+			s.state = "unrecognized";
+		} else if (rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_DEVICE_REMOVED) {
+			s.state = "empty";
+			s.token_present = false;
+		}
+	}
+	*ret = s;
+	return 0;
+oom:
+	free(s.uri);
+	free(s.description);
+	free(s.manufacturer);
+	free(s.module);
+	free(s.token_uri);
+	return -ENOMEM;
+}
+
+int mk_p11_list_slots(mk_p11 *p, mk_slot_info **ret, size_t *ret_n)
+{
+	mk_slot_info *a = NULL;
+	size_t n = 0;
+	int r = 0;
+
+	if (!p || !ret || !ret_n)
+		return mk_error(-EINVAL, "missing argument to list slots");
+	for (size_t i = 0; i < p->n_modules && r >= 0; i++) {
+		const mk_module *m = &p->modules[i];
+		CK_SLOT_ID *slots = NULL;
+		CK_ULONG ns = 0;
+		mk_slot_info *grown;
+
+		if (m->skip)
+			continue;
+		module_enter(m);
+		r = slot_list(m, false, &slots, &ns);
+		if (r < 0) {
+			module_leave(m);
+			r = r == -ENOMEM ? r : 0;
+			continue;
+		}
+		grown = realloc(a, (n + ns + 1) * sizeof(*a));
+		if (!grown)
+			r = -ENOMEM;
+		else
+			a = grown;
+		for (CK_ULONG j = 0; r >= 0 && j < ns; j++) {
+			r = slot_info_fill(p, m, slots[j], &a[n]);
+			if (r >= 0)
+				n++;
+		}
+		module_leave(m);
+		free(slots);
+	}
+	mk_error_clear();
+	if (r < 0) {
+		mk_slot_info_array_free(a, n);
+		return r;
+	}
+	*ret = a ? a : calloc(1, sizeof(*a));
+	if (!*ret)
+		return -ENOMEM;
+	*ret_n = n;
+	return 0;
+}
+
 /* --- open and free ----------------------------------------------------------------------- */
+
+static pthread_mutex_t hook_lock = PTHREAD_MUTEX_INITIALIZER;
+static mk_p11_hook_fn hook_fn;
+static void *hook_userdata;
+
+void mk_p11_set_hook(mk_p11_hook_fn fn, void *userdata)
+{
+	pthread_mutex_lock(&hook_lock);
+	hook_fn = fn;
+	hook_userdata = userdata;
+	pthread_mutex_unlock(&hook_lock);
+}
+
+static void run_hook(mk_p11 *p, bool opened)
+{
+	mk_p11_hook_fn fn;
+	void *ud;
+
+	pthread_mutex_lock(&hook_lock);
+	fn = hook_fn;
+	ud = hook_userdata;
+	pthread_mutex_unlock(&hook_lock);
+	if (fn)
+		fn(p, opened, ud);
+}
 
 int mk_p11_open(const mk_p11_options *opts, mk_p11 **ret)
 {
@@ -691,6 +1481,7 @@ int mk_p11_open(const mk_p11_options *opts, mk_p11 **ret)
 	if (r < 0)
 		goto fail;
 	mk_error_clear();
+	run_hook(p, true);
 	*ret = p;
 	return 0;
 fail:
@@ -702,6 +1493,7 @@ mk_p11 *mk_p11_free(mk_p11 *p)
 {
 	if (!p)
 		return NULL;
+	run_hook(p, false);
 	for (size_t i = 0; i < p->n_tokens; i++) {
 		mk_token *t = p->tokens[i];
 
@@ -726,6 +1518,7 @@ mk_p11 *mk_p11_free(mk_p11 *p)
 		}
 		free(m->name);
 		free(m->path);
+		module_state_free(m->st);
 	}
 	free(p->modules);
 	if (p->registered)
@@ -884,21 +1677,32 @@ void mk_token_info_array_free(mk_token_info *a, size_t n)
 static int token_info_fill(mk_token *t, mk_token_info *ret)
 {
 	mk_token_info info = { 0 };
+	const mk_module *mod;
 	CK_TOKEN_INFO ti;
 	CK_SLOT_ID slot;
-	bool present;
+	bool present, stuck;
 	mk_session s;
 
 	pthread_mutex_lock(&t->lock);
+	mod = t->closed ? NULL : t->mod;
 	present = t->present;
+	stuck = t->stuck > 0;
 	slot = t->slot;
 	pthread_mutex_unlock(&t->lock);
 
 	ti = t->ti;
-	if (present && t->f->C_GetTokenInfo(slot, &ti) != CKR_OK) {
-		/* Gone since the last refresh: report it absent now, refresh will follow. */
-		present = false;
-		ti = t->ti;
+	/* a token that does not answer is not asked again: its flags as first read */
+	if (present && mod && !stuck) {
+		CK_RV rv;
+
+		module_enter(mod);
+		rv = t->f->C_GetTokenInfo(slot, &ti);
+		module_leave(mod);
+		if (rv != CKR_OK) {
+			/* Gone since the last refresh: report it absent now, refresh will follow. */
+			present = false;
+			ti = t->ti;
+		}
 	}
 	info.present = present;
 	info.login_required = ti.flags & CKF_LOGIN_REQUIRED;
@@ -907,7 +1711,7 @@ static int token_info_fill(mk_token *t, mk_token_info *ret)
 	info.pin_locked = ti.flags & CKF_USER_PIN_LOCKED;
 	info.protected_auth_path = ti.flags & CKF_PROTECTED_AUTHENTICATION_PATH;
 	info.write_protected = ti.flags & CKF_WRITE_PROTECTED;
-	if (present && mk_token_borrow(t, &s) >= 0) {
+	if (present && !stuck && mk_token_borrow(t, &s) >= 0) {
 		info.logged_in = mk_token_logged_in(t, s.h);
 		mk_token_return(t, &s, false);
 	}

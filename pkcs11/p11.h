@@ -226,3 +226,101 @@ void mk_p11_set_thread_auth(mk_p11_auth_fn fn, void *userdata);
  * all-zero X25519 result is refused with -EINVAL.
  */
 int mk_key_derive(mk_key *k, const uint8_t *peer, size_t n, mk_secret **ret);
+
+/* --- slots and slot events --------------------------------------------------------------- */
+
+typedef struct mk_slot_info {
+	char *uri;          /* pkcs11:library-description=...;slot-description=...;slot-id=N */
+	char *description;  /* CK_SLOT_INFO, trimmed: the reader's name for smartcard modules */
+	char *manufacturer;
+	char *module;       /* the module's library description, or its path */
+	unsigned long id;
+	bool hardware;      /* CKF_HW_SLOT */
+	bool removable;     /* CKF_REMOVABLE_DEVICE */
+	bool token_present; /* CKF_TOKEN_PRESENT: a card or token is in it */
+	char *token_uri;    /* the token mlskey uses in it, or NULL */
+	const char *state;  /* static: "empty", "token", "unrecognized" (the module cannot read the
+			       card), "uninitialized" (a token without CKF_TOKEN_INITIALIZED),
+			       "error" */
+} mk_slot_info;
+
+/*
+ * Every slot of every loaded module, in module and slot order, as the modules see them now
+ * (C_GetSlotList(CK_FALSE), C_GetSlotInfo; C_GetTokenInfo for a card mlskey has no token
+ * for). Sets *ret (free with mk_slot_info_array_free) and *ret_n. 0 or a negative errno.
+ */
+int mk_p11_list_slots(mk_p11 *p, mk_slot_info **ret, size_t *ret_n);
+void mk_slot_info_array_free(mk_slot_info *a, size_t n);
+
+/*
+ * The cheap look for slot events that a poller runs every few seconds, module by module:
+ * C_WaitForSlotEvent(CKF_DONT_BLOCK) where the module supports it, and C_GetSlotList(CK_TRUE)
+ * compared with the last look; for software slots (no CKF_HW_SLOT, so no card to touch)
+ * also C_GetTokenInfo. It never reaches a card in a reader when nothing changed. Modules that
+ * see tokens made by other processes only after C_Initialize (SoftHSM) are re-initialised
+ * and rescanned here instead, but only while no call is in flight on them and none of their
+ * tokens is logged in (a re-initialisation would log it out). Modules with a call that did
+ * not answer are left alone. Sets *ret_changed when the tokens changed or a refresh
+ * (mk_p11_refresh) is due. Returns 0 or -ENOMEM.
+ */
+int mk_p11_check_slots(mk_p11 *p, bool *ret_changed);
+
+/*
+ * A reader reported its card removed (PC/SC): the present tokens in slots that this reader
+ * backs (slot description = reader name, as OpenSC makes them) are marked absent at once:
+ * their sessions are dropped, so is the login, and calls in flight on them see their token
+ * gone (mk_p11_watch_get). The next refresh brings back whatever card is in it now, as a
+ * new generation that needs a new login. Returns the number of tokens marked, or -EINVAL.
+ */
+int mk_p11_reader_removed(mk_p11 *p, const char *reader);
+
+/*
+ * The URIs of the tokens the layer holds present now, from its own table: no module call.
+ * Sets *ret (an array of *ret_n strings; free each and the array) and *ret_n. 0 or -ENOMEM.
+ */
+int mk_p11_present_tokens(mk_p11 *p, char ***ret, size_t *ret_n);
+
+/*
+ * One process-wide hook, for the agent's token watcher: fn(p, true, userdata) once a
+ * mk_p11_open() succeeded (before it returns), fn(p, false, userdata) when mk_p11_free()
+ * starts (p is still whole; stop using it before returning). fn NULL removes the hook.
+ */
+typedef void (*mk_p11_hook_fn)(mk_p11 *p, bool opened, void *userdata);
+void mk_p11_set_hook(mk_p11_hook_fn fn, void *userdata);
+
+/* --- watched calls ----------------------------------------------------------------------- */
+
+/*
+ * A thread that attaches a watch has its token work recorded in it: each stretch from
+ * borrowing a session of a token to returning it (the token call proper), with when it
+ * began and on which token. Another thread reads that to answer for a call whose token
+ * does not answer in time, or was removed meanwhile, while the first thread is still stuck
+ * in the module.
+ */
+typedef struct mk_p11_watch mk_p11_watch;
+
+/* 0 and *ret (mk_p11_watch_free), or -ENOMEM. */
+int mk_p11_watch_new(mk_p11_watch **ret);
+/* Frees w; it must not be attached to a thread any more. NULL ok; returns NULL. */
+mk_p11_watch *mk_p11_watch_free(mk_p11_watch *w);
+
+/* Records the calling thread's token work in w from now on (NULL: stop recording). */
+void mk_p11_watch_attach(mk_p11_watch *w);
+
+typedef struct mk_p11_watch_state {
+	long long since_ms; /* CLOCK_MONOTONIC ms when the stretch under way began; 0: none */
+	unsigned long long seq; /* which stretch (for mk_p11_watch_give_up) */
+	bool gone;          /* its token was removed (or re-inserted) since it began */
+	char token[72];     /* the token's label, for messages */
+	char serial[24];
+} mk_p11_watch_state;
+
+/* What w's thread is doing on a token right now. Thread-safe. */
+void mk_p11_watch_get(mk_p11_watch *w, mk_p11_watch_state *ret);
+
+/*
+ * The caller of stretch seq has been answered without waiting for it. stuck: the token did
+ * not answer in time; until this stretch returns, every new call on that token fails at once
+ * with -ETIMEDOUT instead of joining it. Returns false when that stretch already ended.
+ */
+bool mk_p11_watch_give_up(mk_p11_watch *w, unsigned long long seq, bool stuck);

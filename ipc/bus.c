@@ -15,6 +15,7 @@
 
 #include "agent/check.h"
 #include "agent/log.h"
+#include "agent/tokens.h"
 #include "agent/workers.h"
 #include "common/error.h"
 #include "config.h"
@@ -59,6 +60,9 @@ struct mk_bus {
 	pthread_t sysbus;
 	bool sysbus_started;
 	atomic_bool sysbus_stop;
+	/* cards and tokens that come and go, calls whose token hangs (agent/tokens.h) */
+	mk_tokens *tokens;
+	atomic_bool keys_changed;
 };
 
 typedef struct method method;
@@ -82,6 +86,7 @@ struct job {
 	blob ay[4];
 	int result;
 	bool keys_changed;
+	mk_tokens_call *call; /* registered with the token watchdog while queued and running */
 };
 
 struct method {
@@ -809,6 +814,54 @@ static void run_lock(job *j)
 		reply_empty(j);
 }
 
+/* ListSlots: every slot of every module, with what is in it (agent/tokens.h). */
+static void run_list_slots(job *j)
+{
+	mk_slot_info *s = NULL;
+	size_t n = 0;
+	DBusMessageIter it, list;
+	bool ok;
+
+	j->result = mk_tokens_list_slots(j->bus->tokens, &s, &n);
+	if (j->result < 0)
+		return;
+	j->reply = dbus_message_new_method_return(j->msg);
+	ok = j->reply != NULL;
+	if (ok) {
+		dbus_message_iter_init_append(j->reply, &it);
+		ok = dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "(sa{sv})", &list);
+	}
+	for (size_t i = 0; ok && i < n; i++) {
+		DBusMessageIter st, dm;
+		dict d = { &dm, true };
+		dbus_uint64_t id = s[i].id;
+
+		ok = entry_open(&list, &st, &dm, s[i].uri);
+		if (!ok)
+			break;
+		dict_s(&d, "description", s[i].description);
+		dict_s(&d, "manufacturer", s[i].manufacturer);
+		dict_s(&d, "module", s[i].module);
+		dict_basic(&d, "slot_id", DBUS_TYPE_UINT64, "t", &id);
+		dict_b(&d, "hardware", s[i].hardware);
+		dict_b(&d, "removable", s[i].removable);
+		dict_b(&d, "token_present", s[i].token_present);
+		dict_s(&d, "state", s[i].state);
+		dict_s(&d, "token", s[i].token_uri);
+		ok = d.ok && entry_close(&list, &st, &dm);
+	}
+	if (ok)
+		ok = dbus_message_iter_close_container(&it, &list);
+	if (!ok && j->reply) {
+		dbus_message_iter_abandon_container_if_open(&it, &list);
+		dbus_message_unref(j->reply);
+		j->reply = NULL;
+	}
+	if (!ok)
+		j->result = -ENOMEM;
+	mk_slot_info_array_free(s, n);
+}
+
 /* The interface, one line per method (docs/API.md, ipc/org.mlskey.Agent1.xml). */
 static const method methods[] = {
 	{ "ListTokens", "", "a(sa{sv})", check_none, run_list_tokens },
@@ -820,6 +873,7 @@ static const method methods[] = {
 	{ "DecryptWithLabel", "sqsayayay", "ay", check_decrypt, run_decrypt },
 	{ "HpkeOpen", "sqqayayayay", "ay", check_hpke_open, run_hpke_open },
 	{ "Lock", "s", "", check_lock, run_lock },
+	{ "ListSlots", "", "a(sa{sv})", check_none, run_list_slots },
 };
 
 /* --- jobs ---------------------------------------------------------------------------------- */
@@ -874,12 +928,28 @@ static void job_run(void *p, int status)
 {
 	job *j = p;
 	mk_bus *b = j->bus;
+	bool go = mk_tokens_call_begin(j->call);
 
 	mk_error_clear();
-	if (status < 0)
+	if (!go)
+		; /* the watchdog answered it while it waited behind a token that hangs */
+	else if (status < 0)
 		j->result = mk_error(-EBUSY, "mlskeyd is stopping; retry");
 	else
 		j->m->run(j);
+	if (!mk_tokens_call_end(j->call)) {
+		/* answered already (TokenError, TokenAbsent): the late result goes nowhere */
+		j->call = NULL;
+		if (go)
+			mk_log(LOG_INFO, "%s uid=%u pid=%d uri=%s: ended after its caller was answered",
+			       j->m->name, (unsigned)j->caller.uid, (int)j->caller.pid,
+			       j->uri ? j->uri : "-");
+		if (j->keys_changed)
+			emit(b, "KeysChanged");
+		job_free(j);
+		return;
+	}
+	j->call = NULL;
 	if (!j->reply && j->result == 0)
 		j->result = -ENOMEM;
 	if (j->result < 0) {
@@ -905,6 +975,8 @@ static void on_poke(mk_bus *b)
 		mk_log(LOG_ERR, "eventfd: %m");
 	if (atomic_exchange(&b->tokens_changed, false))
 		emit(b, "TokensChanged");
+	if (atomic_exchange(&b->keys_changed, false))
+		emit(b, "KeysChanged");
 	if (dbus_connection_has_messages_to_send(b->conn))
 		dbus_connection_read_write(b->conn, 0);
 }
@@ -915,6 +987,41 @@ static void tokens_changed(void *userdata)
 
 	atomic_store(&b->tokens_changed, true);
 	poke(b);
+}
+
+/* --- cards and tokens that come and go (agent/tokens.h) -------------------------------------- */
+
+/* Any thread: the watcher saw tokens or keys change; the bus thread emits the signals. */
+static void tokens_event(unsigned what, void *userdata)
+{
+	mk_bus *b = userdata;
+
+	if (what & MK_TOKENS_CHANGED)
+		atomic_store(&b->tokens_changed, true);
+	if (what & MK_KEYS_CHANGED)
+		atomic_store(&b->keys_changed, true);
+	poke(b);
+}
+
+/*
+ * The watchdog thread: the job's token did not answer in time, or was removed while the job
+ * was in it; answer now, the worker drops its late result. libdbus is thread-safe.
+ */
+static void answer_early(void *p, int r, void *userdata)
+{
+	job *j = p;
+	mk_bus *b = userdata;
+	DBusMessage *e = NULL;
+
+	if (!dbus_message_get_no_reply(j->msg))
+		e = error_reply(j->msg, r);
+	if (e) {
+		dbus_connection_send(b->conn, e, NULL);
+		dbus_message_unref(e);
+	}
+	mk_log(LOG_NOTICE, "%s uid=%u pid=%d exe=%s uri=%s: %s: %s", j->m->name,
+	       (unsigned)j->caller.uid, (int)j->caller.pid, j->caller.exe[0] ? j->caller.exe : "?",
+	       j->uri ? j->uri : "-", mk_error_name(r), mk_error_text(r));
 }
 
 /* --- dispatch (bus thread) ------------------------------------------------------------------ */
@@ -1090,8 +1197,19 @@ static void handle_call(mk_bus *b, DBusMessage *msg, const method *m)
 			     m->in_sig, dbus_message_get_signature(msg));
 	if (r == 0)
 		r = m->check(b, j);
+	/* watched from here on: a token that hangs gets its callers answered anyway */
 	if (r == 0)
+		r = mk_tokens_call_new(b->tokens, j, j->queue ? j->queue : "", &j->call);
+	if (r == 0) {
 		r = mk_workers_submit(b->workers, j->queue ? j->queue : "", job_run, j);
+		if (r < 0 && mk_tokens_call_drop(j->call)) {
+			j->call = NULL;
+			job_free(j); /* the watchdog answered it meanwhile */
+			return;
+		}
+		if (r < 0)
+			j->call = NULL;
+	}
 	if (r == -EBUSY)
 		r = mk_error(-EBUSY, "too many calls are waiting for this token; retry later");
 	else if (r == -ECANCELED)
@@ -1426,6 +1544,18 @@ int mk_bus_connect(const mk_config *cfg, mk_bus **ret)
 		mk_bus_free(b);
 		return mk_error(-EEXIST, "another mlskeyd already owns %s on this bus", MK_BUS_NAME);
 	}
+	/* before the agent exists: the watcher hooks into the token layer it opens */
+	{
+		mk_tokens_settings ts;
+
+		r = mk_tokens_settings_load(&ts);
+		if (r == 0)
+			r = mk_tokens_new(&ts, &b->tokens);
+		if (r < 0) {
+			mk_bus_free(b);
+			return r;
+		}
+	}
 	*ret = b;
 	return 0;
 }
@@ -1451,6 +1581,9 @@ static int setup(mk_bus *b, const sigset_t *stop)
 		return r;
 	mk_workers_set_spin(b->workers, b->cfg->worker_spin_us);
 	mk_agent_set_notify(b->agent, tokens_changed, b);
+	r = mk_tokens_start(b->tokens, b->agent, tokens_event, answer_early, b);
+	if (r < 0)
+		return r;
 	if (!dbus_connection_set_watch_functions(b->conn, add_watch, remove_watch, toggle_watch,
 						 b, NULL) ||
 	    !dbus_connection_set_timeout_functions(b->conn, add_timeout, remove_timeout,
@@ -1622,6 +1755,7 @@ mk_bus *mk_bus_free(mk_bus *b)
 		return NULL;
 	unwatch_lock_signals(b);
 	b->workers = mk_workers_free(b->workers);
+	b->tokens = mk_tokens_free(b->tokens); /* no call is left: the workers are done */
 	if (b->conn) {
 		dbus_connection_close(b->conn);
 		dbus_connection_unref(b->conn);

@@ -25,10 +25,15 @@
 
 long long mk_now_ms(void)
 {
+	return mk_agent_clock_ns() / 1000000;
+}
+
+long long mk_agent_clock_ns(void)
+{
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (long long)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static const char *token_name(const mk_token_info *t)
@@ -526,7 +531,7 @@ static int login_dialogs(mk_agent *a, gate *g, const mk_caller *c, const mk_toke
 }
 
 int mk_login(mk_agent *a, const mk_caller *c, const char *uri, const char *what,
-	     long long t_call_ms)
+	     long long t_call_ns)
 {
 	mk_token_info t = { 0 }, fresh = { 0 };
 	const mk_config_token *e;
@@ -545,7 +550,7 @@ int mk_login(mk_agent *a, const mk_caller *c, const char *uri, const char *what,
 	pthread_mutex_lock(&g->dialog);
 	/* a dialog for this token ended badly while this call waited: that is its answer */
 	pthread_mutex_lock(&a->lock);
-	if (g->outcome < 0 && g->outcome_ms >= t_call_ms) {
+	if (g->outcome < 0 && g->outcome_ns > t_call_ns) {
 		shared_r = g->outcome;
 		shared = g->outcome_msg ? strdup(g->outcome_msg) : NULL;
 	}
@@ -571,7 +576,7 @@ int mk_login(mk_agent *a, const mk_caller *c, const char *uri, const char *what,
 		r = login_dialogs(a, g, c, &fresh, what);
 	pthread_mutex_lock(&a->lock);
 	g->outcome = r;
-	g->outcome_ms = mk_now_ms();
+	g->outcome_ns = mk_agent_clock_ns();
 	free(g->outcome_msg);
 	g->outcome_msg = r < 0 ? strdup(mk_error_text(r)) : NULL;
 	pthread_mutex_unlock(&a->lock);

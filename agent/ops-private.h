@@ -31,7 +31,7 @@ typedef struct gate {
 	unsigned busy;           /* operations running on the token now */
 	long long last_use_ms;   /* CLOCK_MONOTONIC: when the last operation ended */
 	int outcome;             /* how the last login ended: 0 or an error to share */
-	long long outcome_ms;    /* ... and when */
+	long long outcome_ns;    /* ... and when (mk_agent_clock_ns) */
 	char *outcome_msg;       /* ... and its message */
 	bool gone;               /* removed: a dialog that ends now ends with TokenAbsent */
 	bool removed;            /* reported removed: the agent thread logs out of it */
@@ -108,14 +108,14 @@ void mk_gate_enter(mk_agent *a, gate *g);
 void mk_gate_leave(mk_agent *a, gate *g);
 
 /*
- * Logs in to the token of uri (a key or token URI) for the call c that arrived at t_call_ms,
+ * Logs in to the token of uri (a key or token URI) for the call c that arrived at t_call_ns,
  * to do `what`: one login per token at a time, through the pin-file if the token has one,
  * else by asking the person (up to pin-attempts PINs, each used for exactly one C_Login).
  * A call that was waiting while the last dialog for the token ended with an error gets
  * that error without a dialog of its own. Returns 0 or an errno with a message.
  */
 int mk_login(mk_agent *a, const mk_caller *c, const char *uri, const char *what,
-	     long long t_call_ms);
+	     long long t_call_ns);
 
 /* The mk_p11_auth_fn of a call (userdata: its mk_call): context-specific logins. */
 int mk_login_context_pin(void *userdata, const mk_key_info *key, unsigned attempt,

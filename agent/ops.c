@@ -247,7 +247,7 @@ static int with_key(mk_agent *a, const mk_caller *c, const char *uri, const char
 		    key_fn fn, void *userdata)
 {
 	mk_call call = { .a = a, .c = c, .verb = verb, .uri = uri };
-	long long t_call = c->t_call_ms ? c->t_call_ms : mk_now_ms();
+	long long t_call = c->t_call_ns ? c->t_call_ns : mk_agent_clock_ns();
 	bool logged_in = false, searched_again = false;
 
 	for (;;) {
@@ -339,7 +339,7 @@ int mk_agent_generate(mk_agent *a, const mk_caller *c, const char *token_uri, mk
 	mk_gate_enter(a, g);
 	r = mk_p11_generate_key(a->p11, t.uri, alg, label, ret_uri);
 	if (r == -ENOTCONN) {
-		r = mk_login(a, c, t.uri, what, c->t_call_ms ? c->t_call_ms : mk_now_ms());
+		r = mk_login(a, c, t.uri, what, c->t_call_ns ? c->t_call_ns : mk_agent_clock_ns());
 		if (r == 0)
 			r = mk_p11_generate_key(a->p11, t.uri, alg, label, ret_uri);
 	}
@@ -356,7 +356,7 @@ int mk_agent_delete(mk_agent *a, const mk_caller *c, const char *key_uri)
 	mk_agent_describe(what, sizeof(what), "delete the key pair", key_uri);
 	r = mk_p11_delete_key(a->p11, key_uri);
 	if (r == -ENOTCONN) {
-		r = mk_login(a, c, key_uri, what, c->t_call_ms ? c->t_call_ms : mk_now_ms());
+		r = mk_login(a, c, key_uri, what, c->t_call_ns ? c->t_call_ns : mk_agent_clock_ns());
 		if (r == 0)
 			r = mk_p11_delete_key(a->p11, key_uri);
 	}

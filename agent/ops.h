@@ -31,8 +31,11 @@ typedef struct mk_caller {
 	uid_t uid;
 	pid_t pid;      /* 0 when unknown */
 	char exe[256];  /* the executable (/proc/PID/exe), "" when unknown */
-	long long t_call_ms; /* CLOCK_MONOTONIC ms when the call arrived; 0 = unknown */
+	long long t_call_ns; /* when the call arrived (mk_agent_clock_ns); 0 = unknown */
 } mk_caller;
+
+/* CLOCK_MONOTONIC in nanoseconds: the clock of mk_caller.t_call_ns. */
+long long mk_agent_clock_ns(void);
 
 /* Called (from any thread) when the set or state of tokens changed. */
 typedef void (*mk_agent_notify_fn)(void *userdata);

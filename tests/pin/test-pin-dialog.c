@@ -90,8 +90,7 @@ static bool names_serial(const char *s)
 
 static void test_right_pin(void)
 {
-	char want[300];
-	const char *desc;
+	char want[300], desc[4096];
 	counts d;
 
 	step("PIN " PIN "\n", "");
@@ -102,7 +101,7 @@ static void test_right_pin(void)
 	mkt_ok(is(sign(ALICE), "") && delta().starts == 1 && delta().logins == 1,
 	       "  the next signature needs no PIN: the token stays logged in");
 
-	desc = pin_log_last("SETDESC ");
+	snprintf(desc, sizeof(desc), "%s", pin_log_last("SETDESC "));
 	mkt_ok(strstr(desc, "token \"" TOKEN "\"") && names_serial(desc),
 	       "the dialog names the token and its serial: %s", desc);
 	snprintf(want, sizeof(want), "/tests/test-pin-dialog (pid %d)", (int)getpid());

@@ -184,6 +184,72 @@ static void test_empty_pin(void)
 	mkt_ok(strstr(mk_error_message(), "Assuan") != NULL, "  says so: %s", mk_error_message());
 }
 
+/* CONFIRM, the PIN pad notice (MESSAGE) and the options, with tests/pin/mkt-pinentry. */
+static void test_confirm_message(void)
+{
+	const char *root = getenv("MLSKEY_BUILD_ROOT");
+	char scripted[1024], script[600], slog[600], pos[620];
+	mk_pinentry_request r = req();
+	mk_pinentry_popup *p = NULL;
+	const char *log;
+	double t0;
+	FILE *f;
+
+	snprintf(scripted, sizeof(scripted), "%s/tests/pin/mkt-pinentry", root ? root : ".");
+	snprintf(script, sizeof(script), "%s/confirm.script", mkt_tmpdir());
+	snprintf(slog, sizeof(slog), "%s/confirm.log", mkt_tmpdir());
+	snprintf(pos, sizeof(pos), "%s.pos", script);
+	setenv("MKT_PINSCRIPT", script, 1);
+	setenv("MKT_PINSCRIPT_LOG", slog, 1);
+	f = fopen(script, "we");
+	fputs("CONFIRM yes\nCONFIRM no\nCANCEL\nPIN 1234\n", f);
+	fclose(f);
+	unlink(pos);
+	r.program = scripted;
+	r.ok = "Enter the PIN";
+	r.cancel = "Cancel";
+	setenv("DISPLAY", ":7", 1);
+	setenv("GPG_TTY", "/dev/pts/77", 1);
+	setenv("TERM", "xterm-test", 1);
+	setenv("LC_ALL", "de_DE.UTF-8", 1);
+	mkt_ok_r(mk_pinentry_confirm(&r), "CONFIRM answered OK: 0");
+	log = slurp(slog);
+	mkt_ok(strstr(log, "\nCONFIRM\n") && strstr(log, "SETOK Enter the PIN\n") &&
+		       strstr(log, "SETCANCEL Cancel\n") && strstr(log, "SETDESC Please enter"),
+	       "  the question came with its description and button labels");
+	mkt_ok(strstr(log, "OPTION display=:7\n") && strstr(log, "OPTION ttyname=/dev/pts/77\n") &&
+		       strstr(log, "OPTION ttytype=xterm-test\n") &&
+		       strstr(log, "OPTION lc-ctype=de_DE.UTF-8\n") &&
+		       strstr(log, "OPTION lc-messages=de_DE.UTF-8\n"),
+	       "  with the options gpg-agent passes: display, ttyname (GPG_TTY), ttytype, "
+	       "lc-ctype, lc-messages");
+	mkt_ok(strstr(log, "GETPIN") == NULL, "  and no GETPIN");
+	mkt_ok_err(mk_pinentry_confirm(&r), -ECANCELED, "CONFIRM answered \"Not confirmed\"");
+	mkt_ok_err(mk_pinentry_confirm(&r), -ECANCELED, "CONFIRM answered Cancel");
+	unsetenv("DISPLAY");
+	unsetenv("GPG_TTY");
+	unsetenv("LC_ALL");
+
+	r.ok = r.cancel = NULL;
+	r.description = "Please enter the PIN on the reader's keypad.";
+	t0 = now_s();
+	mkt_ok_r(mk_pinentry_popup_open(&r, &p), "the PIN pad notice opens");
+	mkt_ok(now_s() - t0 < 2.0, "  without waiting for the person (%.2f s)", now_s() - t0);
+	for (int i = 0; i < 100 && !strstr(slurp(slog), "\nMESSAGE\n"); i++)
+		usleep(10 * 1000);
+	log = slurp(slog);
+	mkt_ok(strstr(log, "SETDESC Please enter the PIN on the reader's keypad.\n") &&
+		       strstr(log, "\nMESSAGE\n") && !strstr(strstr(log, "\nMESSAGE\n"), "SETDESC"),
+	       "  it showed the text with MESSAGE");
+	t0 = now_s();
+	p = mk_pinentry_popup_close(p);
+	mkt_ok(p == NULL && now_s() - t0 < 2.0, "  and closes at once (%.2f s)", now_s() - t0);
+	mkt_ok(mk_pinentry_popup_close(NULL) == NULL, "closing NULL is fine");
+	r.program = "/nonexistent/pinentry";
+	mkt_ok_err(mk_pinentry_popup_open(&r, &p), -EACCES, "a notice without a program: -EACCES");
+	mkt_ok_err(mk_pinentry_confirm(&r), -EACCES, "a question without a program: -EACCES");
+}
+
 int main(void)
 {
 	const char *src = getenv("MLSKEY_SOURCE_ROOT");
@@ -196,5 +262,6 @@ int main(void)
 	test_codec();
 	test_dialogs();
 	test_empty_pin();
+	test_confirm_message();
 	return mkt_done();
 }

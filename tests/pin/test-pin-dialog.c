@@ -257,13 +257,14 @@ static void test_pin_pad(void)
 	       "  the message tells to type the PIN on the reader's keypad: %s",
 	       pin_log_last("SETDESC "));
 
-	step("", "pinpad=1\npinpad_pin=000000\n");
+	/* the person takes a while to type: the notice is up (and logged) meanwhile */
+	step("", "pinpad=1\npinpad_delay_ms=300\npinpad_pin=000000\n");
 	mkt_ok(is(sign(ALICE), "PinIncorrect"), "a PIN pad, three wrong PINs: PinIncorrect");
 	d = delta();
 	mkt_ok(d.keypad == 3 && d.messages == 3, "  three keypad logins, each under its message "
 	       "(%d, %d)", d.keypad, d.messages);
 
-	step("", "pinpad=1\npinpad_cancel=1\n");
+	step("", "pinpad=1\npinpad_delay_ms=300\npinpad_cancel=1\n");
 	mkt_ok(is(sign(ALICE), "Cancelled"), "Cancel on the keypad: Cancelled (%s)", msg);
 }
 

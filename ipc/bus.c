@@ -1188,7 +1188,7 @@ static void handle_call(mk_bus *b, DBusMessage *msg, const method *m)
 	j->msg = dbus_message_ref(msg);
 	/* who first (another user learns nothing, not even about its arguments), then what */
 	r = peer_lookup(b, sender ? sender : "", &j->caller);
-	j->caller.t_call_ns = mk_agent_clock_ns(); /* calls waiting for a PIN dialog share its end */
+	j->caller.t_call_ns = mk_agent_clock_ns(); /* waiting calls share a PIN dialog's end */
 	if (r == 0 && j->caller.uid != b->uid)
 		r = mk_error(-EACCES, "user %u may not use the mlskey agent of user %u",
 			     (unsigned)j->caller.uid, (unsigned)b->uid);

@@ -218,6 +218,30 @@ static void kick_watchdog(mk_tokens *t)
 	pthread_mutex_unlock(&t->lock);
 }
 
+/* Tells the token layer which readers PC/SC watches now: their modules wait for events. */
+static void pcsc_update(mk_tokens *t, mk_p11 *p)
+{
+	mk_pcsc_reader *rd = NULL;
+	const char **names;
+	bool *cards;
+	size_t n = 0;
+
+	if (t->pcsc && mk_pcsc_connected(t->pcsc) && mk_pcsc_readers(t->pcsc, &rd, &n) < 0)
+		return;
+	names = calloc(n + 1, sizeof(*names));
+	cards = calloc(n + 1, sizeof(*cards));
+	if (names && cards) {
+		for (size_t i = 0; i < n; i++) {
+			names[i] = rd[i].name;
+			cards[i] = rd[i].card_present;
+		}
+		(void)mk_p11_pcsc_update(p, names, cards, n);
+	}
+	free(names);
+	free(cards);
+	mk_pcsc_reader_array_free(rd, n);
+}
+
 /*
  * One round of the watcher: cards pulled out first (their tokens absent at once, so that
  * calls in flight on them are answered), then the cheap slot check, and on any change a
@@ -244,6 +268,12 @@ static void watch_round(mk_tokens *t, char **removed, size_t n_removed, bool eve
 		goto out;
 	if (nm != nb)
 		kick_watchdog(t); /* calls in flight on those tokens get their answer now */
+	/* a card or reader came or went: say so now, the rescan below may take seconds (a
+	 * module tries every driver on a new card) and says it again if tokens changed */
+	if (event && t->notify)
+		t->notify(MK_TOKENS_CHANGED, t->userdata);
+	if (event)
+		pcsc_update(t, p);
 	if (poll && !event) {
 		bool c = false;
 
@@ -269,8 +299,6 @@ static void watch_round(mk_tokens *t, char **removed, size_t n_removed, bool eve
 			mk_log(LOG_NOTICE, "token inserted: %s", after[i]);
 			what |= MK_TOKENS_CHANGED | MK_KEYS_CHANGED;
 		}
-	if (event)
-		what |= MK_TOKENS_CHANGED; /* a card or reader, even one no module can read */
 	kick_watchdog(t);
 	if (what && t->notify)
 		t->notify(what, t->userdata);

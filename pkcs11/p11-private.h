@@ -90,6 +90,9 @@ struct mk_p11 {
 	size_t n_tokens;
 	unsigned max_sessions;
 	unsigned scan; /* refresh counter */
+	char **pcsc_readers; /* the PC/SC readers watched now (mk_p11_pcsc_update) */
+	bool *pcsc_cards;    /* ... and whether a card is in each */
+	size_t n_pcsc_readers;
 };
 
 /* A borrowed session: the handle and the token generation it was opened under. */

@@ -182,6 +182,23 @@ struct mk_module_state {
 	CK_ULONG n_seen;
 	bool *seen_hw;      /* CKF_HW_SLOT of each */
 	bool looked;        /* seen is valid */
+	/*
+	 * Slots whose card the module could not read (CKR_TOKEN_NOT_RECOGNIZED), under
+	 * mk_p11.lock: not asked again until the card goes (the slot leaves the list of slots
+	 * with a token, or its reader reports it removed). OpenSC tries every card driver on
+	 * each C_GetTokenInfo, seconds of APDUs for a card it will never know.
+	 */
+	struct unrecognized {
+		CK_SLOT_ID slot;
+		char *desc;
+	} *unrecog;
+	size_t n_unrecog;
+	bool pcsc_backed; /* every hardware slot is a watched PC/SC reader (under mk_p11.lock) */
+	bool pcsc_dirty;  /* a PC/SC event since its last scan (under mk_p11.lock) */
+	/* pcsc_backed: its slots as read when the readers changed, with what the last scan
+	 * found in them; ListSlots answers from here (under mk_p11.lock) */
+	mk_slot_info *slots;
+	size_t n_slots;
 };
 
 long long mk_p11_now_ms(void)
@@ -231,7 +248,62 @@ static void module_state_free(mk_module_state *st)
 	pthread_mutex_destroy(&st->lock);
 	free(st->seen);
 	free(st->seen_hw);
+	for (size_t i = 0; i < st->n_unrecog; i++)
+		free(st->unrecog[i].desc);
+	free(st->unrecog);
+	mk_slot_info_array_free(st->slots, st->n_slots);
 	free(st);
+}
+
+/* Under mk_p11.lock. */
+static bool unrecognized_has(const mk_module_state *st, CK_SLOT_ID slot)
+{
+	for (size_t i = 0; i < st->n_unrecog; i++)
+		if (st->unrecog[i].slot == slot)
+			return true;
+	return false;
+}
+
+/* Under mk_p11.lock: remembers that the card in slot cannot be read (no memory: forgets). */
+static void unrecognized_add(const mk_module *m, CK_SLOT_ID slot)
+{
+	mk_module_state *st = m->st;
+	struct unrecognized *a;
+	CK_SLOT_INFO si;
+
+	if (unrecognized_has(st, slot))
+		return;
+	a = realloc(st->unrecog, (st->n_unrecog + 1) * sizeof(*a));
+	if (!a)
+		return;
+	st->unrecog = a;
+	a[st->n_unrecog].slot = slot;
+	a[st->n_unrecog].desc = m->f->C_GetSlotInfo(slot, &si) == CKR_OK
+					? mk_p11_strdup_field(si.slotDescription,
+							      sizeof(si.slotDescription))
+					: NULL;
+	st->n_unrecog++;
+}
+
+static void unrecognized_drop(mk_module_state *st, size_t i)
+{
+	free(st->unrecog[i].desc);
+	st->unrecog[i] = st->unrecog[--st->n_unrecog];
+}
+
+/* Under mk_p11.lock: forgets the slots that have no card any more (slots: those with one). */
+static void unrecognized_keep_only(mk_module_state *st, const CK_SLOT_ID *slots, CK_ULONG n)
+{
+	for (size_t i = 0; i < st->n_unrecog;) {
+		bool listed = false;
+
+		for (CK_ULONG j = 0; j < n && !listed; j++)
+			listed = slots[j] == st->unrecog[i].slot;
+		if (listed)
+			i++;
+		else
+			unrecognized_drop(st, i);
+	}
 }
 
 /* --- watched calls ----------------------------------------------------------------------- */
@@ -827,23 +899,108 @@ static mk_token *token_lookup(mk_p11 *p, const mk_module *m, CK_SLOT_ID slot,
 	return other;
 }
 
+static mk_token *token_in_slot_locked(mk_p11 *p, const mk_module *m, CK_SLOT_ID slot);
+
+/* Under p->lock, after a scan of a PC/SC-backed module: what is in each of its slots now
+ * (present: the slots with a token, uninit: those of them with an uninitialised one). */
+static void slots_cache_update(mk_p11 *p, const mk_module *m, const CK_SLOT_ID *present,
+			       CK_ULONG n, const bool *uninit)
+{
+	mk_module_state *st = m->st;
+
+	for (size_t i = 0; i < st->n_slots; i++) {
+		mk_slot_info *s = &st->slots[i];
+		mk_token *t;
+		CK_ULONG j;
+
+		for (j = 0; j < n && present[j] != s->id; j++)
+			;
+		free(s->token_uri);
+		s->token_uri = NULL;
+		s->token_present = j < n;
+		if (j == n)
+			s->state = "empty";
+		else if ((t = token_in_slot_locked(p, m, s->id)) &&
+			 (s->token_uri = strdup(t->uri)))
+			s->state = "token";
+		else if (unrecognized_has(st, s->id))
+			s->state = "unrecognized";
+		else
+			s->state = uninit[j] ? "uninitialized" : "error";
+	}
+}
+
+static bool reader_backs(const char *desc, const char *reader);
+
+/*
+ * Under p->lock, for a PC/SC-backed module: adds to the slots with a token those whose
+ * reader has a card by PC/SC when the module agrees once asked directly (C_GetSlotInfo).
+ */
+static int probe_carded_slots(mk_p11 *p, const mk_module *m, CK_SLOT_ID **slots, CK_ULONG *n)
+{
+	mk_module_state *st = m->st;
+
+	for (size_t i = 0; i < st->n_slots; i++) {
+		const mk_slot_info *s = &st->slots[i];
+		bool listed = false, carded = false;
+		CK_SLOT_INFO si;
+		CK_SLOT_ID *a;
+
+		for (CK_ULONG j = 0; j < *n && !listed; j++)
+			listed = (*slots)[j] == s->id;
+		for (size_t k = 0; k < p->n_pcsc_readers && !listed && !carded; k++)
+			carded = p->pcsc_cards[k] && reader_backs(s->description, p->pcsc_readers[k]);
+		if (listed || !carded || m->f->C_GetSlotInfo(s->id, &si) != CKR_OK ||
+		    !(si.flags & CKF_TOKEN_PRESENT))
+			continue;
+		a = realloc(*slots, (*n + 1) * sizeof(*a));
+		if (!a)
+			return -ENOMEM;
+		a[(*n)++] = s->id;
+		*slots = a;
+	}
+	return 0;
+}
+
 static int scan_module(mk_p11 *p, const mk_module *m)
 {
 	CK_SLOT_ID *slots = NULL;
 	CK_ULONG n = 0;
+	bool *uninit;
 	int r;
 
 	r = slot_list(m, true, &slots, &n);
 	if (r < 0)
 		return r;
+	if (m->st->pcsc_backed) {
+		r = probe_carded_slots(p, m, &slots, &n);
+		if (r < 0) {
+			free(slots);
+			return r;
+		}
+	}
+	uninit = calloc(n + 1, sizeof(*uninit));
+	if (!uninit) {
+		free(slots);
+		return -ENOMEM;
+	}
+	unrecognized_keep_only(m->st, slots, n);
 	for (CK_ULONG i = 0; i < n; i++) {
 		CK_TOKEN_INFO ti;
 		mk_token *t;
+		CK_RV rv;
 
-		if (m->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+		if (unrecognized_has(m->st, slots[i]))
+			continue; /* the same card the module could not read last time */
+		rv = m->f->C_GetTokenInfo(slots[i], &ti);
+		if (rv == CKR_TOKEN_NOT_RECOGNIZED)
+			unrecognized_add(m, slots[i]);
+		if (rv != CKR_OK)
 			continue; /* e.g. SoftHSM after its token was deleted */
-		if (!(ti.flags & CKF_TOKEN_INITIALIZED))
+		if (!(ti.flags & CKF_TOKEN_INITIALIZED)) {
+			uninit[i] = true;
 			continue;
+		}
 		t = token_lookup(p, m, slots[i], &ti);
 		if (t) {
 			pthread_mutex_lock(&t->lock);
@@ -858,6 +1015,7 @@ static int scan_module(mk_p11 *p, const mk_module *m)
 			}
 			pthread_mutex_unlock(&t->lock);
 			if (r < 0) {
+				free(uninit);
 				free(slots);
 				return r;
 			}
@@ -869,12 +1027,16 @@ static int scan_module(mk_p11 *p, const mk_module *m)
 					mk_token_unref(t);
 			}
 			if (r < 0) {
+				free(uninit);
 				free(slots);
 				return r;
 			}
 		}
 		t->scan = p->scan;
 	}
+	if (m->st->pcsc_backed)
+		slots_cache_update(p, m, slots, n, uninit);
+	free(uninit);
 	free(slots);
 	return 0;
 }
@@ -933,11 +1095,13 @@ static int refresh_locked(mk_p11 *p)
 
 		if (m->skip)
 			continue;
-		/* a module with a call that hangs may hang on the next one too: leave it be */
-		if (module_has_stuck_locked(p, m)) {
+		/* a module with a call that hangs may hang on the next one too: leave it be;
+		 * a smartcard module changes only with a PC/SC event: until then, too */
+		if (module_has_stuck_locked(p, m) || (m->st->pcsc_backed && !m->st->pcsc_dirty)) {
 			module_keep_locked(p, m);
 			continue;
 		}
+		m->st->pcsc_dirty = false;
 		r = scan_module(p, m);
 		if (r == -ENOMEM)
 			return r;
@@ -1124,6 +1288,7 @@ static int check_module_locked(mk_p11 *p, const mk_module *m, bool *changed)
 	} else {
 		free(slots);
 	}
+	unrecognized_keep_only(st, st->seen, st->n_seen);
 	/* a token we think present in a slot that has none any more */
 	for (size_t j = 0; j < p->n_tokens && !*changed; j++) {
 		mk_token *t = p->tokens[j];
@@ -1169,7 +1334,7 @@ int mk_p11_check_slots(mk_p11 *p, bool *ret_changed)
 	for (size_t i = 0; i < p->n_modules && r >= 0; i++) {
 		const mk_module *m = &p->modules[i];
 
-		if (m->skip || module_has_stuck_locked(p, m))
+		if (m->skip || m->st->pcsc_backed || module_has_stuck_locked(p, m))
 			continue;
 		if (m->needs_reinit) {
 			r = module_reinit_locked(p, m, &changed);
@@ -1202,6 +1367,122 @@ static bool reader_backs(const char *desc, const char *reader)
 	return strncmp(desc, reader, n) == 0 && desc[n] == ' ';
 }
 
+static bool reader_listed(const char *desc, const char *const *readers, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (reader_backs(desc, readers[i]))
+			return true;
+	return false;
+}
+
+static int slot_info_read(const mk_module *m, CK_SLOT_ID slot, const CK_SLOT_INFO *si,
+			  mk_slot_info *ret);
+
+/*
+ * Under p->lock: whether every hardware slot of m is one of the readers (and it has one);
+ * if so, its slots go to the module's cache, to be filled by the next scan.
+ */
+static bool module_pcsc_backed_locked(const mk_module *m, const char *const *readers,
+				      size_t n)
+{
+	mk_module_state *st = m->st;
+	CK_SLOT_ID *slots = NULL;
+	mk_slot_info *cache = NULL;
+	CK_ULONG ns = 0;
+	size_t hw = 0, backed = 0, nc = 0;
+
+	mk_slot_info_array_free(st->slots, st->n_slots);
+	st->slots = NULL;
+	st->n_slots = 0;
+	if (n == 0 || slot_list(m, false, &slots, &ns) < 0)
+		return false;
+	cache = calloc(ns + 1, sizeof(*cache));
+	for (CK_ULONG i = 0; cache && i < ns; i++) {
+		CK_SLOT_INFO si;
+		char *desc;
+
+		if (m->f->C_GetSlotInfo(slots[i], &si) != CKR_OK) {
+			hw++; /* in doubt: not ours to skip */
+			continue;
+		}
+		if (slot_info_read(m, slots[i], &si, &cache[nc]) == 0)
+			nc++;
+		if (!(si.flags & CKF_HW_SLOT))
+			continue;
+		hw++;
+		desc = mk_p11_strdup_field(si.slotDescription, sizeof(si.slotDescription));
+		if (desc && reader_listed(desc, readers, n))
+			backed++;
+		free(desc);
+	}
+	free(slots);
+	if (!cache || hw == 0 || backed != hw) {
+		mk_slot_info_array_free(cache, nc);
+		return false;
+	}
+	st->slots = cache;
+	st->n_slots = nc;
+	return true;
+}
+
+int mk_p11_pcsc_update(mk_p11 *p, const char *const *readers, const bool *cards, size_t n)
+{
+	bool same, *c;
+	char **copy = NULL;
+
+	if (!p || (n && (!readers || !cards)))
+		return mk_error(-EINVAL, "missing argument to update the PC/SC readers");
+	c = calloc(n + 1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	memcpy(c, cards, n * sizeof(*c));
+	pthread_mutex_lock(&p->lock);
+	free(p->pcsc_cards);
+	p->pcsc_cards = c;
+	same = n == p->n_pcsc_readers;
+	for (size_t i = 0; same && i < n; i++) {
+		bool found = false;
+
+		for (size_t j = 0; j < n && !found; j++)
+			if (strcmp(p->pcsc_readers[i], readers[j]) == 0) {
+				found = true;
+				c[i] = cards[j]; /* in the order kept */
+			}
+		same = found;
+	}
+	if (!same)
+		memcpy(c, cards, n * sizeof(*c));
+	if (!same) {
+		copy = calloc(n + 1, sizeof(*copy));
+		for (size_t i = 0; copy && i < n; i++)
+			if (!(copy[i] = strdup(readers[i]))) {
+				while (i > 0)
+					free(copy[--i]);
+				free(copy);
+				copy = NULL;
+			}
+		if (!copy) {
+			pthread_mutex_unlock(&p->lock);
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < p->n_pcsc_readers; i++)
+			free(p->pcsc_readers[i]);
+		free(p->pcsc_readers);
+		p->pcsc_readers = copy;
+		p->n_pcsc_readers = n;
+		for (size_t i = 0; i < p->n_modules; i++)
+			if (!p->modules[i].skip)
+				p->modules[i].st->pcsc_backed = module_pcsc_backed_locked(
+					&p->modules[i], readers, n);
+	}
+	/* a reader or card event: the smartcard modules are scanned at the next refresh */
+	for (size_t i = 0; i < p->n_modules; i++)
+		p->modules[i].st->pcsc_dirty = true;
+	pthread_mutex_unlock(&p->lock);
+	mk_error_clear();
+	return 0;
+}
+
 int mk_p11_reader_removed(mk_p11 *p, const char *reader)
 {
 	int n = 0;
@@ -1209,6 +1490,15 @@ int mk_p11_reader_removed(mk_p11 *p, const char *reader)
 	if (!p || !reader)
 		return mk_error(-EINVAL, "missing argument to mark a reader empty");
 	pthread_mutex_lock(&p->lock);
+	for (size_t i = 0; i < p->n_modules; i++) {
+		mk_module_state *st = p->modules[i].st;
+
+		for (size_t k = 0; k < st->n_unrecog;)
+			if (st->unrecog[k].desc && reader_backs(st->unrecog[k].desc, reader))
+				unrecognized_drop(st, k);
+			else
+				k++;
+	}
 	for (size_t j = 0; j < p->n_tokens; j++) {
 		mk_token *t = p->tokens[j];
 
@@ -1295,42 +1585,88 @@ static int slot_uri_format(const mk_module *m, const CK_SLOT_INFO *si, CK_SLOT_I
 	return 0;
 }
 
+/* A slot's description from its CK_SLOT_INFO (si NULL: it could not be read); nothing of
+ * the token in it yet. 0 or -ENOMEM. */
+static int slot_info_read(const mk_module *m, CK_SLOT_ID slot, const CK_SLOT_INFO *si,
+			  mk_slot_info *ret)
+{
+	mk_slot_info s = { .id = slot, .state = "error" };
+	CK_SLOT_INFO blank;
+
+	if (!si) {
+		memset(&blank, ' ', sizeof(blank));
+		blank.flags = 0;
+		si = &blank;
+	} else {
+		s.hardware = si->flags & CKF_HW_SLOT;
+		s.removable = si->flags & CKF_REMOVABLE_DEVICE;
+		s.token_present = si->flags & CKF_TOKEN_PRESENT;
+		s.state = s.token_present ? "unknown" : "empty";
+	}
+	s.module = strdup(m->name ? m->name : m->path ? m->path : "");
+	s.description = mk_p11_strdup_field(si->slotDescription, sizeof(si->slotDescription));
+	s.manufacturer = mk_p11_strdup_field(si->manufacturerID, sizeof(si->manufacturerID));
+	if (!s.module || !s.description || !s.manufacturer ||
+	    slot_uri_format(m, si, slot, &s.uri) < 0) {
+		free(s.uri);
+		free(s.description);
+		free(s.manufacturer);
+		free(s.module);
+		return -ENOMEM;
+	}
+	*ret = s;
+	return 0;
+}
+
+static int slot_info_copy(const mk_slot_info *a, mk_slot_info *ret)
+{
+	mk_slot_info s = *a;
+
+	s.uri = strdup(a->uri);
+	s.description = strdup(a->description);
+	s.manufacturer = strdup(a->manufacturer);
+	s.module = strdup(a->module);
+	s.token_uri = a->token_uri ? strdup(a->token_uri) : NULL;
+	if (!s.uri || !s.description || !s.manufacturer || !s.module ||
+	    (a->token_uri && !s.token_uri)) {
+		free(s.uri);
+		free(s.description);
+		free(s.manufacturer);
+		free(s.module);
+		free(s.token_uri);
+		return -ENOMEM;
+	}
+	*ret = s;
+	return 0;
+}
+
 /* One slot of m (inside the module); 0 or -ENOMEM. */
 static int slot_info_fill(mk_p11 *p, const mk_module *m, CK_SLOT_ID slot, mk_slot_info *ret)
 {
-	mk_slot_info s = { .id = slot, .state = "error" };
+	mk_slot_info s;
 	CK_SLOT_INFO si;
 	CK_TOKEN_INFO ti;
 	mk_token *t;
+	int r;
 
-	s.module = strdup(m->name ? m->name : m->path ? m->path : "");
-	if (!s.module)
-		return -ENOMEM;
-	if (m->f->C_GetSlotInfo(slot, &si) != CKR_OK) {
-		memset(&si, ' ', sizeof(si));
-		si.flags = 0;
-	} else {
-		s.hardware = si.flags & CKF_HW_SLOT;
-		s.removable = si.flags & CKF_REMOVABLE_DEVICE;
-		s.token_present = si.flags & CKF_TOKEN_PRESENT;
-		s.state = s.token_present ? "error" : "empty";
-	}
-	s.description = mk_p11_strdup_field(si.slotDescription, sizeof(si.slotDescription));
-	s.manufacturer = mk_p11_strdup_field(si.manufacturerID, sizeof(si.manufacturerID));
-	if (!s.description || !s.manufacturer || slot_uri_format(m, &si, slot, &s.uri) < 0)
-		goto oom;
+	r = slot_info_read(m, slot, m->f->C_GetSlotInfo(slot, &si) == CKR_OK ? &si : NULL, &s);
+	if (r < 0)
+		return r;
 	if (s.token_present) {
 		pthread_mutex_lock(&p->lock);
 		t = token_in_slot_locked(p, m, slot);
 		if (t) {
 			s.token_uri = strdup(t->uri);
 			s.state = "token";
+		} else if (unrecognized_has(m->st, slot)) {
+			s.state = "unrecognized"; /* and not asked again */
 		}
 		pthread_mutex_unlock(&p->lock);
 		if (t && !s.token_uri)
 			goto oom;
 	}
-	if (s.token_present && !s.token_uri) {
+	if (s.token_present && !s.token_uri && strcmp(s.state, "unrecognized") != 0) {
+		s.state = "error";
 		/* a card mlskey has no token for: ask what the module makes of it */
 		CK_RV rv = m->f->C_GetTokenInfo(slot, &ti);
 
@@ -1342,6 +1678,9 @@ static int slot_info_fill(mk_p11 *p, const mk_module *m, CK_SLOT_ID slot, mk_slo
 			s.state = "uninitialized";
 		} else if (rv == CKR_TOKEN_NOT_RECOGNIZED) {
 			s.state = "unrecognized";
+			pthread_mutex_lock(&p->lock);
+			unrecognized_add(m, slot);
+			pthread_mutex_unlock(&p->lock);
 		} else if (rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_DEVICE_REMOVED) {
 			s.state = "empty";
 			s.token_present = false;
@@ -1374,6 +1713,23 @@ int mk_p11_list_slots(mk_p11 *p, mk_slot_info **ret, size_t *ret_n)
 
 		if (m->skip)
 			continue;
+		/* a smartcard module: as the last PC/SC event left it, without asking it again */
+		pthread_mutex_lock(&p->lock);
+		if (m->st->pcsc_backed) {
+			grown = realloc(a, (n + m->st->n_slots + 1) * sizeof(*a));
+			if (!grown)
+				r = -ENOMEM;
+			else
+				a = grown;
+			for (size_t j = 0; r >= 0 && j < m->st->n_slots; j++) {
+				r = slot_info_copy(&m->st->slots[j], &a[n]);
+				if (r >= 0)
+					n++;
+			}
+			pthread_mutex_unlock(&p->lock);
+			continue;
+		}
+		pthread_mutex_unlock(&p->lock);
 		module_enter(m);
 		r = slot_list(m, false, &slots, &ns);
 		if (r < 0) {
@@ -1521,6 +1877,10 @@ mk_p11 *mk_p11_free(mk_p11 *p)
 		module_state_free(m->st);
 	}
 	free(p->modules);
+	for (size_t i = 0; i < p->n_pcsc_readers; i++)
+		free(p->pcsc_readers[i]);
+	free(p->pcsc_readers);
+	free(p->pcsc_cards);
 	if (p->registered)
 		p11_kit_modules_finalize_and_release(p->registered);
 	pthread_mutex_destroy(&p->lock);

@@ -241,7 +241,7 @@ typedef struct mk_slot_info {
 	char *token_uri;    /* the token mlskey uses in it, or NULL */
 	const char *state;  /* static: "empty", "token", "unrecognized" (the module cannot read the
 			       card), "uninitialized" (a token without CKF_TOKEN_INITIALIZED),
-			       "error" */
+			       "unknown" (a card just came, not looked at yet), "error" */
 } mk_slot_info;
 
 /*
@@ -273,6 +273,19 @@ int mk_p11_check_slots(mk_p11 *p, bool *ret_changed);
  * new generation that needs a new login. Returns the number of tokens marked, or -EINVAL.
  */
 int mk_p11_reader_removed(mk_p11 *p, const char *reader);
+
+/*
+ * The PC/SC readers that the agent's monitor watches now (none: no monitor, or pcscd is
+ * away) and whether a card is in each (cards[i]), given after every reader or card event. A module whose hardware slots are all
+ * among these readers (OpenSC and other smartcard modules) is from then on scanned only
+ * after such an event: mk_p11_refresh() skips it otherwise and mk_p11_check_slots() never
+ * polls it, because such a module tries to read a card it cannot read again at every
+ * C_GetSlotList (OpenSC: seconds of APDUs), and PC/SC reports every change anyway. Reads
+ * the modules' slot descriptions when the set of readers changed. A scan asks such a module
+ * about a slot whose reader has a card even when C_GetSlotList does not list it yet
+ * (OpenSC lists a card it cannot read only once C_GetSlotInfo looked at it). 0 or -ENOMEM.
+ */
+int mk_p11_pcsc_update(mk_p11 *p, const char *const *readers, const bool *cards, size_t n);
 
 /*
  * The URIs of the tokens the layer holds present now, from its own table: no module call.

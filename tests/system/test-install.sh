@@ -47,6 +47,19 @@ unit=$(find "$dest" -path '*/systemd/user/mlskeyd.service' | head -n 1)
 check "systemd user unit installed" test -n "$unit"
 check "user unit is Type=dbus with the bus name" \
 	bash -c "grep -qx 'Type=dbus' '$unit' && grep -qx 'BusName=org.mlskey.Agent1' '$unit'"
+# issue 6: HSM servers (system unit, bus policy, system activation, sysusers) and udev rules
+check "activation file starts the user unit through systemd" grep -qx "SystemdService=mlskeyd.service" "$svc"
+sysunit=$(find "$dest" -path '*/systemd/system/mlskeyd-system.service' | head -n 1)
+check "systemd system unit installed" test -n "$sysunit"
+check "system unit runs the installed mlskeyd on the system bus" \
+	grep -qx "ExecStart=$prefix/bin/mlskeyd --system" "$sysunit"
+check "D-Bus system bus policy installed" test -f "$root/share/dbus-1/system.d/org.mlskey.Agent1.conf"
+check "D-Bus system activation file installed, naming the system unit" \
+	grep -qx "SystemdService=mlskeyd-system.service" "$root/share/dbus-1/system-services/org.mlskey.Agent1.service"
+check "sysusers entry for the mlskey user installed" \
+	bash -c "find '$dest' -path '*/sysusers.d/mlskey.conf' | grep -q ."
+check "udev rules installed in udev's rules.d" \
+	bash -c "find '$dest' -path '*/udev/rules.d/70-mlskey.rules' | grep -q ."
 check "nothing installed outside the prefix" \
 	bash -c "cd '$dest' && ! find . -type f | grep -v '^.$prefix/'"
 

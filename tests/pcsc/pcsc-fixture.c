@@ -24,16 +24,15 @@ static pid_t pcscd_pid = -1, vicc_pid = -1;
 static unsigned vpcd_port;
 static char sock_path[400];
 
-/* The program's path (a new string, kept for the test's life), or NULL. */
-static const char *find_program(const char *name)
+/* The program's path in buf, or NULL. */
+static const char *find_program(const char *name, char *buf, size_t cap)
 {
 	static const char *const dirs[] = { "/usr/sbin", "/usr/bin", "/sbin", "/bin" };
-	char buf[256];
 
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
-		snprintf(buf, sizeof(buf), "%s/%s", dirs[i], name);
+		snprintf(buf, cap, "%s/%s", dirs[i], name);
 		if (access(buf, X_OK) == 0)
-			return strdup(buf);
+			return buf;
 	}
 	return NULL;
 }
@@ -96,7 +95,9 @@ static int count_vpcd_readers(void)
 
 void mkt_pcscd_start(void)
 {
-	const char *pcscd = find_program("pcscd"), *unshare = find_program("unshare");
+	char pcscd_buf[256], unshare_buf[256];
+	const char *pcscd = find_program("pcscd", pcscd_buf, sizeof(pcscd_buf));
+	const char *unshare = find_program("unshare", unshare_buf, sizeof(unshare_buf));
 	static const char driver[] = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
 	char conf_dir[400], conf[450];
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -219,7 +220,9 @@ void mkt_vicc_check(void)
 {
 	struct stat st;
 
-	if (!find_program("vicc"))
+	char buf[256];
+
+	if (!find_program("vicc", buf, sizeof(buf)))
 		mkt_skip_all("vicc not installed (apt-get install vsmartcard-vpicc)");
 	if (stat(vicc_pkg, &st) < 0)
 		mkt_skip_all("vicc's Python package is not at %s (apt-get install vsmartcard-vpicc)",
@@ -230,11 +233,10 @@ void mkt_vicc_check(void)
 
 void mkt_vicc_insert(void)
 {
-	const char *vicc;
-	char pylib[400], link[450], path[1000], port[16];
+	char pylib[400], link[450], path[1000], port[16], vicc[256];
 
 	mkt_vicc_check();
-	vicc = find_program("vicc");
+	find_program("vicc", vicc, sizeof(vicc));
 	if (pcscd_pid <= 0)
 		mkt_bail("mkt_vicc_insert before mkt_pcscd_start");
 	/* Debian's pycryptodome is Cryptodome; vicc imports Crypto */

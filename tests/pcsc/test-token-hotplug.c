@@ -82,7 +82,7 @@ int main(void)
 	pid_t agent;
 	double t;
 	bool ok;
-	int getpins;
+	int getpins, n;
 
 	mkt_softhsm_setup();
 	snprintf(tokens_dir, sizeof(tokens_dir), "%s/tokens", mkt_tmpdir());
@@ -169,6 +169,27 @@ int main(void)
 	mkt_shim_control("");
 	usleep(3200000); /* the held C_Sign ends; its result goes nowhere */
 	mkt_ok(!sign_now(c, key0, NULL, 0)[0], "the base token still signs afterwards");
+
+	/* another token under the same label is another token: its serial and URI differ */
+	mkt_ok(agent_lock(c, "") == 0, "lock every token (SoftHSM shows a new one only then)");
+	signals_drain(c);
+	mkt_softhsm_add_token("hot");
+	ok = signal_wait(c, "TokensChanged", 5);
+	n = list_entries(c, "ListTokens", toks, 32);
+	{
+		const entry *old = NULL, *now = NULL;
+
+		for (int i = 0; i < n; i++)
+			if (strcmp(toks[i].label, "hot") == 0 && toks[i].present)
+				now = &toks[i];
+			else if (strcmp(toks[i].label, "hot") == 0)
+				old = &toks[i];
+		mkt_ok(ok && now && old && strcmp(now->uri, old->uri) != 0,
+		       "a new token labelled \"hot\" is listed beside the old one, another URI");
+	}
+	err = sign_now(c, key1, msg, sizeof(msg));
+	mkt_ok(strcmp(err, "org.mlskey.Error.TokenAbsent") == 0,
+	       "the old token's key is not taken from the new one: %s", err);
 
 	bus_close(c2);
 	bus_close(c);

@@ -203,9 +203,10 @@ bool mkt_pcsc_card_present(void)
 	return present;
 }
 
+/* Up to 20 s: vicc is Python, slow to start on a loaded machine. */
 static bool wait_card(bool want)
 {
-	for (int i = 0; i < 200; i++) {
+	for (int i = 0; i < 400; i++) {
 		if (mkt_pcsc_card_present() == want)
 			return true;
 		sleep_ms(50);
@@ -268,7 +269,7 @@ void mkt_vicc_insert(void)
 		if (waitpid(vicc_pid, &status, WNOHANG) == vicc_pid)
 			mkt_bail("vicc exited (status %d) before the card showed; see above",
 				 WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
-		mkt_bail("pcscd did not see vicc's card within 10 s");
+		mkt_bail("pcscd did not see vicc's card within 20 s");
 	}
 }
 
@@ -283,7 +284,7 @@ void mkt_vicc_remove(void)
 		;
 	vicc_pid = -1;
 	if (!wait_card(false))
-		mkt_bail("pcscd still sees a card 10 s after vicc stopped");
+		mkt_bail("pcscd still sees a card 20 s after vicc stopped");
 }
 
 const char *mkt_opensc_module(void)

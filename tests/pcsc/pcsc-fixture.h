@@ -47,11 +47,11 @@ void mkt_vicc_check(void);
 
 /*
  * Starts vicc (-t iso7816) on vpcd's port and waits until pcscd reports the card in
- * MKT_VPCD_READER (10 s). Skips when vicc, its Python package or pycryptodome is missing.
+ * MKT_VPCD_READER (20 s). Skips when vicc, its Python package or pycryptodome is missing.
  */
 void mkt_vicc_insert(void);
 
-/* Stops vicc and waits until pcscd reports the reader empty (10 s). */
+/* Stops vicc and waits until pcscd reports the reader empty (20 s). */
 void mkt_vicc_remove(void);
 
 /* OpenSC's PKCS#11 module, or skips when OpenSC is not installed. */

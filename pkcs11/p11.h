@@ -75,7 +75,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(mk_p11 *, mk_p11_free)
 
 /*
  * Rescans slots and tokens. Tokens that vanished are marked absent: their sessions are
- * dropped and operations on their keys fail with -ENOMEDIUM. Returns 0 or an errno.
+ * dropped and operations on their keys fail with -ENOMEDIUM. Left alone: a module with a call
+ * given up as not answering (mk_p11_watch_give_up), and a smartcard module watched by PC/SC
+ * that had no PC/SC event since its last scan (mk_p11_pcsc_update). Returns 0 or an errno.
  */
 int mk_p11_refresh(mk_p11 *p);
 

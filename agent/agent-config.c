@@ -26,6 +26,9 @@ int mk_config_init(mk_config *c)
 	c->workers = 4;
 	c->max_queue = 256;
 	c->worker_spin_us = 200;
+	c->token_timeout_s = 30;
+	c->slot_poll_ms = 2000;
+	c->pcsc = true;
 	c->pin_attempts = 3;
 	c->idle_logout = 15 * 60;
 	return 0;
@@ -189,6 +192,20 @@ int mk_config_set(mk_config *c, const char *key, const char *value)
 			c->max_queue = (unsigned)n;
 		return r;
 	}
+	if (!strcmp(key, "token-timeout")) {
+		r = parse_uint(key, value, 0, 3600, &n);
+		if (r == 0)
+			c->token_timeout_s = (unsigned)n;
+		return r;
+	}
+	if (!strcmp(key, "slot-poll-ms")) {
+		r = parse_uint(key, value, 0, 3600000, &n);
+		if (r == 0)
+			c->slot_poll_ms = n && n < 50 ? 50 : (unsigned)n;
+		return r;
+	}
+	if (!strcmp(key, "pcsc"))
+		return parse_bool(key, value, &c->pcsc);
 	if (!strcmp(key, "worker-spin-us")) {
 		r = parse_uint(key, value, 0, 10000, &n);
 		if (r == 0)
@@ -210,7 +227,7 @@ int mk_config_set(mk_config *c, const char *key, const char *value)
 	return mk_error(-EINVAL,
 			"unknown setting \"%s\" (known: pinentry, pinentry-timeout, p11-kit, "
 			"modules, log-level, max-array-bytes, max-label-bytes, workers, max-queue, "
-			"worker-spin-us, pin-attempts, idle-logout)",
+			"worker-spin-us, pin-attempts, idle-logout, token-timeout, slot-poll-ms, pcsc)",
 			key);
 }
 

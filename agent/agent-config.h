@@ -64,6 +64,9 @@ typedef struct mk_config {
 	unsigned workers;       /* 1 .. MK_CONFIG_MAX_WORKERS */
 	unsigned max_queue;     /* 1 .. 65536 */
 	unsigned worker_spin_us; /* 0 .. 10000 */
+	unsigned token_timeout_s; /* 0 .. 3600, 0: no limit */
+	unsigned slot_poll_ms;  /* 0, or 50 .. 3600000 */
+	bool pcsc;
 	unsigned pin_attempts;  /* 1 .. MK_CONFIG_MAX_PIN_ATTEMPTS */
 	unsigned idle_logout;   /* seconds, 0 = never; at most a week */
 	mk_config_token *tokens; /* in file order */

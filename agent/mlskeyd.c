@@ -75,8 +75,9 @@ static void usage(FILE *f)
 		"\n"
 		"Options override the config file ([agent] section: pinentry, pinentry-timeout,\n"
 		"p11-kit, modules, log-level, max-array-bytes, max-label-bytes, workers,\n"
-		"max-queue, worker-spin-us, pin-attempts, idle-logout; [token] sections: uri,\n"
-		"pin-file, for tokens that log in from a file).\n"
+		"max-queue, worker-spin-us, pin-attempts, idle-logout, token-timeout,\n"
+		"slot-poll-ms, pcsc; [token] sections: uri, pin-file, for tokens that log in\n"
+		"from a file).\n"
 		"\n"
 		"Exit status: 0 after a clean stop; 1 on an error, or when another mlskeyd\n"
 		"already owns org.mlskey.Agent1 on the bus; 2 for a usage error.\n");

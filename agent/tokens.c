@@ -79,46 +79,15 @@ static struct timespec at_ms(long long ms)
 
 /* --- settings -------------------------------------------------------------------------------- */
 
-static int env_unsigned(const char *name, unsigned max, unsigned *v)
+void mk_tokens_settings_from_config(const mk_config *c, mk_tokens_settings *ret)
 {
-	const char *s = getenv(name);
-	unsigned long u;
-	char *end;
-
-	if (!s || !*s)
-		return 0;
-	errno = 0;
-	u = strtoul(s, &end, 10);
-	if (errno || *end || end == s || u > max || s[0] == '-')
-		return mk_error(-EINVAL, "%s=%.32s: give a number from 0 to %u", name, s, max);
-	*v = (unsigned)u;
-	return 0;
-}
-
-int mk_tokens_settings_load(mk_tokens_settings *ret)
-{
-	mk_tokens_settings s = {
-		.timeout_ms = MK_TOKENS_DEFAULT_TIMEOUT_S * 1000,
-		.poll_ms = MK_TOKENS_DEFAULT_POLL_MS,
-		.pcsc = true,
+	*ret = (mk_tokens_settings){
+		.timeout_ms = MK_MIN(c->token_timeout_s, MAX_TIMEOUT_S) * 1000,
+		.poll_ms = c->slot_poll_ms && c->slot_poll_ms < MIN_POLL_MS
+				   ? MIN_POLL_MS
+				   : MK_MIN(c->slot_poll_ms, MAX_POLL_MS),
+		.pcsc = c->pcsc,
 	};
-	unsigned timeout_s = MK_TOKENS_DEFAULT_TIMEOUT_S;
-	const char *pcsc = getenv("MLSKEYD_PCSC");
-	int r;
-
-	r = env_unsigned("MLSKEYD_TOKEN_TIMEOUT", MAX_TIMEOUT_S, &timeout_s);
-	if (r < 0)
-		return r;
-	s.timeout_ms = timeout_s * 1000;
-	r = env_unsigned("MLSKEYD_SLOT_POLL_MS", MAX_POLL_MS, &s.poll_ms);
-	if (r < 0)
-		return r;
-	if (s.poll_ms && s.poll_ms < MIN_POLL_MS)
-		s.poll_ms = MIN_POLL_MS;
-	if (pcsc && (strcmp(pcsc, "0") == 0 || strcmp(pcsc, "no") == 0))
-		s.pcsc = false;
-	*ret = s;
-	return 0;
 }
 
 /* --- the token layer, through the hook ---------------------------------------------------- */

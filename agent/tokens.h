@@ -17,16 +17,15 @@
  *
  * The watcher finds the token layer through mk_p11_set_hook(): create it before the agent.
  *
- * Settings come from the environment until mlskeyd.conf has them:
- *   MLSKEYD_TOKEN_TIMEOUT  seconds a token may take to answer a call (default 30, 0: forever)
- *   MLSKEYD_SLOT_POLL_MS   milliseconds between two slot checks (default 2000, 0: never)
- *   MLSKEYD_PCSC           0 or no: no PC/SC monitor (default: yes)
+ * Settings come from mlskeyd.conf ([agent] token-timeout, slot-poll-ms, pcsc; see
+ * agent/agent-config.h).
  */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "agent/agent-config.h"
 #include "agent/ops.h"
 #include "pkcs11/p11.h"
 
@@ -39,11 +38,9 @@ typedef struct mk_tokens_settings {
 	bool pcsc;
 } mk_tokens_settings;
 
-#define MK_TOKENS_DEFAULT_TIMEOUT_S 30u
-#define MK_TOKENS_DEFAULT_POLL_MS 2000u
 
-/* The defaults, overridden by the environment. 0, or -EINVAL with a message. */
-int mk_tokens_settings_load(mk_tokens_settings *ret);
+/* The watcher's settings from the agent's configuration. */
+void mk_tokens_settings_from_config(const mk_config *c, mk_tokens_settings *ret);
 
 #define MK_TOKENS_CHANGED 1u /* a token or card came or went */
 #define MK_KEYS_CHANGED 2u   /* ... and with it the keys one can list */

@@ -1548,9 +1548,8 @@ int mk_bus_connect(const mk_config *cfg, mk_bus **ret)
 	{
 		mk_tokens_settings ts;
 
-		r = mk_tokens_settings_load(&ts);
-		if (r == 0)
-			r = mk_tokens_new(&ts, &b->tokens);
+		mk_tokens_settings_from_config(b->cfg, &ts);
+		r = mk_tokens_new(&ts, &b->tokens);
 		if (r < 0) {
 			mk_bus_free(b);
 			return r;

@@ -283,6 +283,19 @@ const char *mkt_dbus_setup(void)
 	return dbus_address;
 }
 
+const char *mkt_write_file(const char *name, const char *text)
+{
+	char *path;
+	FILE *f;
+
+	if (asprintf(&path, "%s/%s", mkt_tmpdir(), name) < 0)
+		mkt_bail("out of memory");
+	f = fopen(path, "we");
+	if (!f || fputs(text, f) < 0 || fclose(f) != 0)
+		mkt_bail("cannot write %s: %s", path, strerror(errno));
+	return path;
+}
+
 const char *mkt_vectors_dir(void)
 {
 	const char *env = getenv("MLSKEY_VECTORS");

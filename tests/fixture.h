@@ -39,6 +39,11 @@ void mkt_softhsm_delete_token(const char *label);
  */
 const char *mkt_dbus_setup(void);
 
+/* Writes text to a new file `name` in the fixture's temp directory (bails out on failure)
+ * and returns its path (static storage per call site is not needed: the string is leaked
+ * on purpose, tests are short-lived). */
+const char *mkt_write_file(const char *name, const char *text);
+
 /* The fixture's temp directory (created on first use). */
 const char *mkt_tmpdir(void);
 

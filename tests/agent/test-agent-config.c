@@ -50,7 +50,8 @@ int main(void)
 	mkt_ok(c.bus == MK_BUS_SESSION && !strcmp(c.pinentry, "pinentry") && c.use_p11_kit &&
 		       c.n_modules == 0 && c.max_array_bytes == 4u * 1024 * 1024 &&
 		       c.max_label_bytes == 255 && c.workers >= 2 && c.max_queue == 256 &&
-		       c.log_level == LOG_INFO && c.pinentry_timeout > 0 && c.worker_spin_us == 200,
+		       c.log_level == LOG_INFO && c.pinentry_timeout > 0 && c.worker_spin_us == 200 &&
+		       c.token_timeout_s == 30 && c.slot_poll_ms == 2000 && c.pcsc,
 	       "defaults: session bus, pinentry, p11-kit, 4 MiB arrays, 255-byte labels, "
 	       "max-queue 256, at least 2 workers");
 
@@ -64,12 +65,16 @@ int main(void)
 				       "max-label-bytes = 64\n"
 				       "workers = 3\n"
 				       "max-queue = 7\n"
-				       "worker-spin-us = 0\n");
+				       "worker-spin-us = 0\n"
+				       "token-timeout = 5\n"
+				       "slot-poll-ms = 10\n"
+				       "pcsc = no\n");
 	mkt_ok_r(mk_config_load(&c, path), "a full config loads");
 	mkt_ok(!strcmp(c.pinentry, "/usr/bin/pinentry-tty") && c.pinentry_timeout == 30 &&
 		       !c.use_p11_kit && c.log_level == LOG_DEBUG && c.max_array_bytes == 1024 &&
 		       c.max_label_bytes == 64 && c.workers == 3 && c.max_queue == 7 &&
-		       c.worker_spin_us == 0,
+		       c.worker_spin_us == 0 && c.token_timeout_s == 5 && c.slot_poll_ms == 50 &&
+		       !c.pcsc,
 	       "every setting is read");
 	mkt_ok(c.n_modules == 3 && !strcmp(c.modules[0], "/a/one.so") &&
 		       !strcmp(c.modules[1], "/b/two.so") && !strcmp(c.modules[2], "/c/three.so") &&

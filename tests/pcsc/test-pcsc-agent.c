@@ -63,7 +63,7 @@ static bool vpcd_slot_wait(DBusConnection *c, const char *state, entry *ret, dou
 int main(void)
 {
 	const char *opensc = mkt_opensc_module();
-	const char *args[] = { "--module", opensc, NULL };
+	const char *args[] = { "--module", opensc, "--config", NULL, NULL };
 	entry slot, toks[32];
 	DBusConnection *c;
 	pid_t agent;
@@ -76,7 +76,7 @@ int main(void)
 	mkt_softhsm_add_token("soft");
 	mkt_pcscd_start();
 	/* PC/SC events, no waiting for the slot poll */
-	setenv("MLSKEYD_SLOT_POLL_MS", "60000", 1);
+	args[3] = mkt_write_file("pcsc.conf", "[agent]\nslot-poll-ms = 60000\n");
 	agent = mkt_agent_start(args);
 	c = bus_open(mkt_dbus_setup());
 	signals_watch(c);

@@ -90,9 +90,9 @@ int main(void)
 	new_token_dir("", base_dir, sizeof(base_dir));
 	mkt_shim_setup();
 	pin_log_path();
-	setenv("MLSKEYD_SLOT_POLL_MS", "200", 1);
-	setenv("MLSKEYD_PCSC", "0", 1);
-	agent = mkt_shim_agent_start(NULL);
+	agent = mkt_shim_agent_start((const char *const[]){
+		"--config", mkt_write_file("hotplug.conf", "[agent]\nslot-poll-ms = 200\npcsc = no\n"),
+		NULL });
 	c = bus_open(mkt_dbus_setup());
 	c2 = bus_open(mkt_dbus_setup());
 	signals_watch(c);

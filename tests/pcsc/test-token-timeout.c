@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * A token that hangs (the shim of tests/shim holds C_Sign on token "hung" for 5 s) with the
- * agent's timeout at 1 s (MLSKEYD_TOKEN_TIMEOUT): the call fails with TokenError after the
+ * agent's timeout at 1 s (token-timeout in its config): the call fails with TokenError after the
  * timeout while its worker is still stuck in the module, the other token's calls go on
  * meanwhile, further calls on the hung token fail at once instead of queueing behind it, and
  * once the module answers again the token works as before. Also: the agent keeps working
@@ -24,6 +24,7 @@ int main(void)
 	DBusConnection *c, *c2;
 	DBusPendingCall *slow, *second;
 	entry a[32];
+	const char *conf;
 	pid_t agent;
 	double t, dt;
 	bool mdwe;
@@ -33,15 +34,14 @@ int main(void)
 	mkt_softhsm_add_token("fine");
 	mkt_softhsm_add_token("hung");
 	mkt_shim_setup();
-	setenv("MLSKEYD_TOKEN_TIMEOUT", "1", 1);
-	setenv("MLSKEYD_PCSC", "0", 1);
+	conf = mkt_write_file("timeout.conf", "[agent]\ntoken-timeout = 1\npcsc = no\n");
 	/* what mlskeyd.service sets: no new privileges, no memory both writable and executable
 	 * (inherited by the agent and its PIN program) */
 	mkt_ok(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, "no new privileges from here on");
 	mdwe = prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) == 0;
 	if (!mdwe)
 		mkt_diag("this kernel has no PR_SET_MDWE: the agent runs without W^X here");
-	agent = mkt_shim_agent_start(NULL);
+	agent = mkt_shim_agent_start((const char *const[]){ "--config", conf, NULL });
 	c = bus_open(mkt_dbus_setup());
 	c2 = bus_open(mkt_dbus_setup());
 

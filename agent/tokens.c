@@ -59,7 +59,8 @@ struct mk_tokens {
 	bool pcsc_event;
 	/* calls */
 	mk_tokens_call *calls;
-	bool wd_idle; /* the watchdog sleeps without a deadline */
+	bool wd_idle;     /* the watchdog sleeps without a deadline */
+	bool wd_activity; /* a call began since the watchdog's last look */
 	stuck_queue *stuck;
 	size_t n_stuck;
 };
@@ -440,7 +441,11 @@ bool mk_tokens_call_begin(mk_tokens_call *c)
 	go = c->state == CALL_QUEUED;
 	if (go) {
 		c->state = CALL_RUNNING;
-		/* a watchdog without a deadline must learn that one may start now */
+		/* A watchdog asleep without a deadline must learn that one may start now. While
+		 * calls keep coming it ticks once per timeout instead (watchdog_main), so that a
+		 * call's path holds no wake-up of the watchdog, which costs as much as a
+		 * signature on a small VM. */
+		t->wd_activity = true;
 		if (t->wd_idle && t->s.timeout_ms)
 			pthread_cond_signal(&t->wd_cond);
 	}
@@ -541,7 +546,14 @@ static void *watchdog_main(void *arg)
 	while (!t->stop) {
 		long long next = watchdog_round(t);
 
-		if (next < 0) {
+		if (next < 0 && t->wd_activity && t->s.timeout_ms) {
+			/* calls came lately: look again after one timeout, and meanwhile let new
+			 * calls start without waking us (every deadline is at least that far) */
+			struct timespec until = at_ms(now_ms() + t->s.timeout_ms);
+
+			t->wd_activity = false;
+			pthread_cond_timedwait(&t->wd_cond, &t->lock, &until);
+		} else if (next < 0) {
 			t->wd_idle = true;
 			pthread_cond_wait(&t->wd_cond, &t->lock);
 			t->wd_idle = false;

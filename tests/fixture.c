@@ -285,11 +285,15 @@ const char *mkt_dbus_setup(void)
 
 const char *mkt_write_file(const char *name, const char *text)
 {
+	static char paths[16][512];
+	static size_t n;
 	char *path;
 	FILE *f;
 
-	if (asprintf(&path, "%s/%s", mkt_tmpdir(), name) < 0)
-		mkt_bail("out of memory");
+	if (n == ELEMENTSOF(paths))
+		mkt_bail("mkt_write_file: more than %zu files", ELEMENTSOF(paths));
+	path = paths[n++];
+	snprintf(path, sizeof(paths[0]), "%s/%s", mkt_tmpdir(), name);
 	f = fopen(path, "we");
 	if (!f || fputs(text, f) < 0 || fclose(f) != 0)
 		mkt_bail("cannot write %s: %s", path, strerror(errno));

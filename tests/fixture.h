@@ -40,8 +40,7 @@ void mkt_softhsm_delete_token(const char *label);
 const char *mkt_dbus_setup(void);
 
 /* Writes text to a new file `name` in the fixture's temp directory (bails out on failure)
- * and returns its path (static storage per call site is not needed: the string is leaked
- * on purpose, tests are short-lived). */
+ * and returns its path, valid until the test ends (at most 16 files per test). */
 const char *mkt_write_file(const char *name, const char *text);
 
 /* The fixture's temp directory (created on first use). */

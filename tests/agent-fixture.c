@@ -135,3 +135,42 @@ int mkt_agent_stop(pid_t pid)
 			return -errno;
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
+
+void mkt_pinentry_control(const char *shell)
+{
+	static char path[512];
+	FILE *f;
+
+	if (!path[0])
+		snprintf(path, sizeof(path), "%s/pinentry.control", mkt_tmpdir());
+	f = fopen(path, "we");
+	if (!f || fputs(shell, f) < 0 || fclose(f) != 0)
+		mkt_bail("cannot write %s", path);
+	setenv("MKT_PINENTRY_CONTROL", path, 1);
+}
+
+const char *mkt_pinentry_log_path(void)
+{
+	static char path[512];
+
+	if (!path[0]) {
+		snprintf(path, sizeof(path), "%s/pinentry.log", mkt_tmpdir());
+		setenv("MKT_PINENTRY_LOG", path, 1);
+	}
+	return path;
+}
+
+int mkt_pinentry_getpins(void)
+{
+	FILE *f = fopen(mkt_pinentry_log_path(), "re");
+	char line[2048];
+	int n = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "GETPIN", 6) == 0)
+			n++;
+	fclose(f);
+	return n;
+}

@@ -21,3 +21,17 @@ int mkt_agent_stop(pid_t pid);
 
 /* Path of a program in the build tree, e.g. mkt_build_path("clients/mlskey"). Static buffer. */
 const char *mkt_build_path(const char *rel);
+
+/*
+ * The test pinentry (tests/pinentry-test) sources $MKT_PINENTRY_CONTROL at each start and
+ * appends what it was asked to $MKT_PINENTRY_LOG. mkt_pinentry_control() writes that shell
+ * file in the fixture directory and exports the variable (call it before mkt_agent_start so
+ * the agent inherits it; rewrite it between dialogs).
+ */
+void mkt_pinentry_control(const char *shell);
+
+/* Exports $MKT_PINENTRY_LOG (a file in the fixture directory) and returns its path. */
+const char *mkt_pinentry_log_path(void);
+
+/* How many GETPIN exchanges the test pinentry has answered so far. */
+int mkt_pinentry_getpins(void);

@@ -389,61 +389,13 @@ static inline int agent_public_key(DBusConnection *c, const char *key, mk_bytes 
 
 /* --- the test pinentry -------------------------------------------------------------------- */
 
-static inline const char *pin_control_path(void)
-{
-	static char path[512];
-
-	if (!path[0])
-		snprintf(path, sizeof(path), "%s/pinentry.control", mkt_tmpdir());
-	return path;
-}
-
-/* Rewrites the shell file the test pinentry sources at each start (before mkt_agent_start:
- * sets MKT_PINENTRY_CONTROL, which the agent inherits). */
-static inline void pin_control(const char *shell)
-{
-	FILE *f = fopen(pin_control_path(), "we");
-
-	if (!f)
-		mkt_bail("cannot write %s", pin_control_path());
-	fputs(shell, f);
-	fclose(f);
-	setenv("MKT_PINENTRY_CONTROL", pin_control_path(), 1);
-}
-
-static inline const char *pin_log_path(void)
-{
-	static char path[512];
-
-	if (!path[0]) {
-		snprintf(path, sizeof(path), "%s/pinentry.log", mkt_tmpdir());
-		setenv("MKT_PINENTRY_LOG", path, 1);
-	}
-	return path;
-}
-
-/* How many GETPINs the test pinentry has seen. */
-static inline int pin_getpins(void)
-{
-	FILE *f = fopen(pin_log_path(), "re");
-	char line[2048];
-	int n = 0;
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (strncmp(line, "GETPIN", 6) == 0)
-			n++;
-	fclose(f);
-	return n;
-}
 
 /* The last SETDESC line the test pinentry was sent, or "". */
 static inline const char *pin_last_desc(void)
 {
 	static char last[2048];
 	char line[2048];
-	FILE *f = fopen(pin_log_path(), "re");
+	FILE *f = fopen(mkt_pinentry_log_path(), "re");
 
 	last[0] = '\0';
 	if (!f)

@@ -284,8 +284,8 @@ int main(void)
 	locked_marked = softhsm_mark_pin_locked("locked");
 	addr = mkt_dbus_setup();
 	snprintf(addr_arg, sizeof(addr_arg), "--address=%s", addr);
-	pin_log_path();
-	pin_control("");
+	mkt_pinentry_log_path();
+	mkt_pinentry_control("");
 	run_list(&res, "gdbus", "help", NULL);
 	if (res.status < 0)
 		mkt_skip_all("gdbus not installed (apt-get install libglib2.0-bin)");
@@ -310,7 +310,7 @@ int main(void)
 		       "  lists both tokens with their flags, not logged in");
 
 	/* GenerateKey: asks the PIN once, naming the token, the caller and the operation */
-	n0 = pin_getpins();
+	n0 = mkt_pinentry_getpins();
 	av_busctl(&a, "GenerateKey", "ssssa{sv}");
 	av_add(&a, "pkcs11:token=alice");
 	av_add(&a, "signature");
@@ -322,7 +322,7 @@ int main(void)
 	busctl_parse_s(res.out, sig_key, sizeof(sig_key));
 	mkt_ok(strstr(sig_key, "object=busctl-p256") && strstr(sig_key, "type=private"),
 	       "  returns the key URI: %s", sig_key);
-	mkt_ok(pin_getpins() == n0 + 1, "  one PIN dialog (%d)", pin_getpins() - n0);
+	mkt_ok(mkt_pinentry_getpins() == n0 + 1, "  one PIN dialog (%d)", mkt_pinentry_getpins() - n0);
 	mkt_ok(strstr(pin_last_desc(), "token \"alice\"") && strstr(pin_last_desc(), "serial ") &&
 		       strstr(pin_last_desc(), "busctl (pid ") &&
 		       strstr(pin_last_desc(), "generate a new ecdsa-p256 key"),
@@ -363,7 +363,7 @@ int main(void)
 	if (!run_ok(&a, "busctl GenerateKey dhkem-p256"))
 		mkt_bail("cannot go on without an HPKE key");
 	busctl_parse_s(res.out, hpke_key, sizeof(hpke_key));
-	mkt_ok(pin_getpins() == n0 + 1, "  no second PIN dialog while logged in");
+	mkt_ok(mkt_pinentry_getpins() == n0 + 1, "  no second PIN dialog while logged in");
 	mkt_ok_r(agent_public_key(c, hpke_key, &hpub), "its public key");
 	mkt_ok_r(mk_mls_encrypt_with_label(2, hpub.data, hpub.len, "Welcome", context,
 					   sizeof(context), secret, sizeof(secret), &kem, &ct),
@@ -458,14 +458,14 @@ int main(void)
 		       "  lists the keys with purpose, suites and provenance");
 
 	/* Lock: the next operation asks for the PIN again */
-	n0 = pin_getpins();
+	n0 = mkt_pinentry_getpins();
 	av_busctl(&a, "Lock", "s");
 	av_add(&a, "");
 	run_ok(&a, "busctl Lock \"\"");
 	mk_bytes_clear(&sig);
 	mkt_ok(agent_sign(c, sig_key, 2, "x", content, 4, &sig, NULL, 0) == 0 &&
-		       pin_getpins() == n0 + 1,
-	       "after Lock, signing asks for the PIN again (%d dialog)", pin_getpins() - n0);
+		       mkt_pinentry_getpins() == n0 + 1,
+	       "after Lock, signing asks for the PIN again (%d dialog)", mkt_pinentry_getpins() - n0);
 	av_busctl(&a, "Lock", "s");
 	av_add(&a, "pkcs11:token=alice");
 	run_ok(&a, "busctl Lock pkcs11:token=alice");
@@ -538,34 +538,34 @@ int main(void)
 	av_add(&a, gv2);
 	av_add(&a, gv3);
 	av_add(&a, gv4);
-	n0 = pin_getpins();
+	n0 = mkt_pinentry_getpins();
 	expect_error(&a, "DecryptFailed", "a tampered ciphertext");
 	mkt_ok(!strstr(res.out, "0x"), "  and no plaintext");
 
 	/* PinIncorrect: logged out, the pinentry answers a wrong PIN each time it is asked:
 	 * pin-attempts (3) dialogs, one C_Login each, never a PIN tried twice */
 	mkt_ok(agent_lock(c, "") == 0, "Lock every token");
-	pin_control("MKT_PINENTRY_PIN=000000\n");
+	mkt_pinentry_control("MKT_PINENTRY_PIN=000000\n");
 	av_gdbus(&a, "SignWithLabel");
 	av_add(&a, sig_key);
 	av_add(&a, "2");
 	av_add(&a, "x");
 	av_add(&a, gv);
-	n0 = pin_getpins();
+	n0 = mkt_pinentry_getpins();
 	expect_error(&a, "PinIncorrect", "a wrong PIN from the pinentry");
-	mkt_ok(pin_getpins() == n0 + 3, "  asked three times (pin-attempts), then given up (%d)",
-	       pin_getpins() - n0);
+	mkt_ok(mkt_pinentry_getpins() == n0 + 3, "  asked three times (pin-attempts), then given up (%d)",
+	       mkt_pinentry_getpins() - n0);
 	expect_error(&a, "PinIncorrect", "a wrong PIN again");
 	mkt_ok(strstr(res.err, "few tries are left"),
 	       "  the token now says its count is low, and the message says so");
 
-	pin_control("MKT_PINENTRY_CANCEL=1\n");
+	mkt_pinentry_control("MKT_PINENTRY_CANCEL=1\n");
 	expect_error(&a, "Cancelled", "the person cancels the PIN dialog");
-	pin_control("");
+	mkt_pinentry_control("");
 
 	/* PinLocked: a token whose flags say the PIN is locked is not even asked */
 	if (locked_marked) {
-		n0 = pin_getpins();
+		n0 = mkt_pinentry_getpins();
 		av_gdbus(&a, "GenerateKey");
 		av_add(&a, "pkcs11:token=locked");
 		av_add(&a, "signature");
@@ -573,7 +573,7 @@ int main(void)
 		av_add(&a, "k");
 		av_add(&a, "@a{sv} {}");
 		expect_error(&a, "PinLocked", "a token with a locked PIN");
-		mkt_ok(pin_getpins() == n0, "  without a PIN dialog");
+		mkt_ok(mkt_pinentry_getpins() == n0, "  without a PIN dialog");
 	} else {
 		mkt_diag("could not mark the SoftHSM token's PIN locked; PinLocked is only checked "
 			 "at the unit level (test-agent-check)");

@@ -123,8 +123,8 @@ int main(void)
 	mkt_softhsm_setup();
 	mkt_softhsm_add_token("busy");
 	addr = mkt_dbus_setup();
-	pin_log_path();
-	pin_control("");
+	mkt_pinentry_log_path();
+	mkt_pinentry_control("");
 	/* one line per operation would be 20000 lines of test log */
 	setenv("MKT_AGENT_LOG_LEVEL", "notice", 1);
 	pid = mkt_agent_start(NULL);
@@ -175,7 +175,7 @@ int main(void)
 	       "the agent's memory is flat: %+ld KiB over %d calls (limit %ld KiB)",
 	       rss_end - rss_warm, 2 * CLIENTS * ROUNDS, limit_kib);
 #endif
-	mkt_ok(pin_getpins() == 1, "one PIN dialog in all (%d)", pin_getpins());
+	mkt_ok(mkt_pinentry_getpins() == 1, "one PIN dialog in all (%d)", mkt_pinentry_getpins());
 	mkt_ok(mkt_agent_stop(pid) == 0, "mlskeyd stops cleanly (exit status 0: no leak found)");
 	mk_bytes_clear(&sig_pub);
 	mk_bytes_clear(&hpke_pub);

@@ -45,7 +45,7 @@ static int wait_status(pid_t pid)
 static bool wait_getpins(int n)
 {
 	for (int i = 0; i < 1000; i++) {
-		if (pin_getpins() >= n)
+		if (mkt_pinentry_getpins() >= n)
 			return true;
 		usleep(10000);
 	}
@@ -72,7 +72,7 @@ static void test_killed_client(void)
 	double t0, t_other;
 	int n0, ok = 0, status;
 
-	pin_control("");
+	mkt_pinentry_control("");
 	pid = mkt_agent_start(NULL);
 	c = bus_open(addr);
 	if (agent_generate(c, "pkcs11:token=slow", "signature", "ecdsa-p256", "s", slow_key,
@@ -83,8 +83,8 @@ static void test_killed_client(void)
 	mkt_ok(agent_lock(c, "pkcs11:token=slow") == 0, "token slow is locked, fast is logged in");
 
 	/* a client waits on a PIN dialog that takes 4 s */
-	pin_control("MKT_PINENTRY_SLEEP=4\n");
-	n0 = pin_getpins();
+	mkt_pinentry_control("MKT_PINENTRY_SLEEP=4\n");
+	n0 = mkt_pinentry_getpins();
 	client = spawn_busctl_sign(slow_key);
 	mkt_ok(wait_getpins(n0 + 1), "a busctl call on token slow waits in the PIN dialog");
 	t0 = mkt_now();
@@ -95,7 +95,7 @@ static void test_killed_client(void)
 	kill(client, SIGKILL);
 	status = wait_status(client);
 	mkt_ok(status == 128 + SIGKILL, "the waiting busctl is killed (status %d)", status);
-	pin_control("");
+	mkt_pinentry_control("");
 
 	/* the dialog ends (the PIN was right), the reply goes nowhere; everything still works */
 	for (int i = 0; i < 20; i++)
@@ -104,7 +104,7 @@ static void test_killed_client(void)
 	t0 = mkt_now();
 	mkt_ok(sign_ok(c, slow_key), "a call on token slow succeeds once its dialog is over");
 	mkt_diag("it waited %.2f s for the killed client's dialog to end", mkt_now() - t0);
-	mkt_ok(pin_getpins() == n0 + 1,
+	mkt_ok(mkt_pinentry_getpins() == n0 + 1,
 	       "  without another dialog: the killed client's login stands");
 	{
 		DBusConnection *c2 = bus_open(addr);
@@ -162,15 +162,15 @@ static void test_busy(void)
 	args[0] = "--config";
 	args[1] = conf;
 	args[2] = NULL;
-	pin_control("");
+	mkt_pinentry_control("");
 	pid = mkt_agent_start(args);
 	c = bus_open(addr);
 	if (agent_generate(c, "pkcs11:token=slow", "signature", "ecdsa-p256", "b", slow_key,
 			   sizeof(slow_key)) < 0)
 		mkt_bail("cannot generate the test key");
 	agent_lock(c, "");
-	pin_control("MKT_PINENTRY_SLEEP=3\n");
-	n0 = pin_getpins();
+	mkt_pinentry_control("MKT_PINENTRY_SLEEP=3\n");
+	n0 = mkt_pinentry_getpins();
 	first = sign_async(c, slow_key); /* runs: in the dialog */
 	dbus_connection_flush(c);
 	mkt_ok(wait_getpins(n0 + 1), "one call runs (its PIN dialog is open)");
@@ -181,7 +181,7 @@ static void test_busy(void)
 	pending_result(third, e3, sizeof(e3));
 	mkt_ok(!strcmp(e3, "org.mlskey.Error.Busy"),
 	       "with workers=1 max-queue=1, a third call gets Busy at once (%s)", e3);
-	pin_control("");
+	mkt_pinentry_control("");
 	pending_result(first, e1, sizeof(e1));
 	pending_result(second, e2, sizeof(e2));
 	mkt_ok(!e1[0] && !e2[0], "the running and the queued call both succeed (%s %s)", e1, e2);
@@ -202,15 +202,15 @@ static void test_stop_during_dialog(void)
 	const char *label = "x";
 	dbus_uint16_t suite = 2;
 
-	pin_control("");
+	mkt_pinentry_control("");
 	pid = mkt_agent_start(NULL);
 	c = bus_open(addr);
 	if (agent_generate(c, "pkcs11:token=slow", "signature", "ecdsa-p256", "t", key,
 			   sizeof(key)) < 0)
 		mkt_bail("cannot generate the test key");
 	agent_lock(c, "");
-	pin_control("MKT_PINENTRY_SLEEP=60\n");
-	n0 = pin_getpins();
+	mkt_pinentry_control("MKT_PINENTRY_SLEEP=60\n");
+	n0 = mkt_pinentry_getpins();
 	m = agent_call_new("SignWithLabel");
 	{
 		const char *k = key;
@@ -238,7 +238,7 @@ static void test_stop_during_dialog(void)
 		dbus_message_unref(m);
 	dbus_pending_call_unref(pending);
 	bus_close(c);
-	pin_control("");
+	mkt_pinentry_control("");
 }
 
 static void test_name_taken(void)
@@ -273,7 +273,7 @@ int main(void)
 	mkt_softhsm_add_token("fast");
 	addr = mkt_dbus_setup();
 	snprintf(addr_arg, sizeof(addr_arg), "--address=%s", addr);
-	pin_log_path();
+	mkt_pinentry_log_path();
 	{
 		run_result *r = malloc(sizeof(*r));
 

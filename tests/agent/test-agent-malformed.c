@@ -285,8 +285,8 @@ int main(void)
 	mkt_softhsm_setup();
 	mkt_softhsm_add_token("alice");
 	addr = mkt_dbus_setup();
-	pin_log_path();
-	pin_control("");
+	mkt_pinentry_log_path();
+	mkt_pinentry_control("");
 	conf = write_agent_conf("malformed.conf", "[agent]\nmax-array-bytes = 1024\n");
 	args[0] = "--config";
 	args[1] = conf;
@@ -306,12 +306,12 @@ int main(void)
 
 	/* logged out: a malformed call that reached a worker would ask for the PIN */
 	mkt_ok(agent_lock(c, "") == 0, "Lock every token");
-	n0 = pin_getpins();
+	n0 = mkt_pinentry_getpins();
 	test_signatures();
-	mkt_ok(pin_getpins() == n0 + 1,
+	mkt_ok(mkt_pinentry_getpins() == n0 + 1,
 	       "wrong signatures were refused before any work: only the valid call asked the "
 	       "PIN (%d dialogs)",
-	       pin_getpins() - n0);
+	       mkt_pinentry_getpins() - n0);
 	test_sizes();
 	test_uris();
 	test_points();

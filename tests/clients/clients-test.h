@@ -55,58 +55,6 @@ _printf_(2, 3) static inline bool mkt_ok_mlskey(int r, const char *fmt, ...)
 	return mkt_ok(r == 0, "%s", what);
 }
 
-/*
- * The test pinentry sources $MKT_PINENTRY_CONTROL at each start: this points it at a file of
- * the fixture directory (call before mkt_agent_start, which the agent then inherits) and
- * pinentry_control() rewrites it between dialogs.
- */
-static inline const char *pinentry_control_path(void)
-{
-	static char path[512];
-
-	if (!path[0])
-		snprintf(path, sizeof(path), "%s/pinentry.control", mkt_tmpdir());
-	return path;
-}
-
-static inline void pinentry_control(const char *shell)
-{
-	FILE *f = fopen(pinentry_control_path(), "we");
-
-	if (!f)
-		mkt_bail("cannot write %s", pinentry_control_path());
-	fputs(shell, f);
-	fclose(f);
-	setenv("MKT_PINENTRY_CONTROL", pinentry_control_path(), 1);
-}
-
-/* Sets up the PIN dialog log ($MKT_PINENTRY_LOG) and returns its path. */
-static inline const char *pinentry_log_path(void)
-{
-	static char path[512];
-
-	if (!path[0]) {
-		snprintf(path, sizeof(path), "%s/pinentry.log", mkt_tmpdir());
-		setenv("MKT_PINENTRY_LOG", path, 1);
-	}
-	return path;
-}
-
-/* How many GETPIN exchanges the test pinentry has answered so far. */
-static inline int pinentry_getpins(void)
-{
-	FILE *f = fopen(pinentry_log_path(), "re");
-	char line[512];
-	int n = 0;
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (strncmp(line, "GETPIN", 6) == 0)
-			n++;
-	fclose(f);
-	return n;
-}
 
 /* The resident set size of a process in KiB (VmRSS of /proc/PID/status), or -1. */
 static inline long rss_kib(pid_t pid)

@@ -484,19 +484,19 @@ static void test_pin_and_lock(void)
 {
 	mk("lock");
 	exit_is(0, "lock (every token)");
-	pinentry_control("MKT_PINENTRY_PIN=999999\n");
+	mkt_pinentry_control("MKT_PINENTRY_PIN=999999\n");
 	mk("sign", sign_key, "-s", "2", "-l", "T", "--in", "00");
 	exit_is(3, "sign with a wrong PIN typed");
 	mkt_ok(strstr(res.err, "(org.mlskey.Error.PinIncorrect)") != NULL, "... PinIncorrect");
-	pinentry_control("MKT_PINENTRY_CANCEL=1\n");
+	mkt_pinentry_control("MKT_PINENTRY_CANCEL=1\n");
 	mk("sign", sign_key, "-s", "2", "-l", "T", "--in", "00");
 	exit_is(3, "sign with the PIN dialog cancelled");
 	mkt_ok(strstr(res.err, "(org.mlskey.Error.Cancelled)") != NULL, "... Cancelled");
-	pinentry_control("exit 0\n");
+	mkt_pinentry_control("exit 0\n");
 	mk("sign", sign_key, "-s", "2", "-l", "T", "--in", "00");
 	exit_is(4, "sign when no PIN dialog can be shown");
 	mkt_ok(strstr(res.err, "(org.mlskey.Error.AccessDenied)") != NULL, "... AccessDenied");
-	pinentry_control("");
+	mkt_pinentry_control("");
 	mk("sign", sign_key, "-s", "2", "-l", "T", "--in", "00");
 	exit_is(0, "sign with the right PIN");
 	{
@@ -580,7 +580,7 @@ int main(void)
 	mkt_softhsm_setup();
 	mkt_softhsm_add_token(TOKEN);
 	mkt_softhsm_add_token(TOKEN "-broken");
-	pinentry_control("");
+	mkt_pinentry_control("");
 	agent = mkt_agent_start(NULL);
 	addr = getenv("DBUS_SESSION_BUS_ADDRESS");
 	mlskey = mkt_build_path("clients/mlskey");

@@ -178,7 +178,7 @@ static void test_tokens(void)
 static void test_generate(void)
 {
 	_cleanup_free_ char *tok = token_uri(TOKEN);
-	int getpins = pinentry_getpins();
+	int getpins = mkt_pinentry_getpins();
 	mlskey_token *t = NULL;
 	size_t n = 0;
 
@@ -197,8 +197,8 @@ static void test_generate(void)
 			       strstr(uris[i], label),
 		       "key URI %s", uris[i]);
 	}
-	mkt_ok(pinentry_getpins() == getpins + 1, "one PIN dialog for eight keys (%d)",
-	       pinentry_getpins() - getpins);
+	mkt_ok(mkt_pinentry_getpins() == getpins + 1, "one PIN dialog for eight keys (%d)",
+	       mkt_pinentry_getpins() - getpins);
 	if (mkt_ok_mlskey(mlskey_list_tokens(c, &t, &n), "ListTokens after the login")) {
 		const mlskey_token *f = find_token(t, n, TOKEN);
 
@@ -571,7 +571,7 @@ static void test_pin_errors(void)
 	int r;
 
 	mkt_ok_mlskey(mlskey_lock(c, NULL), "Lock every token");
-	pinentry_control("MKT_PINENTRY_PIN=000000\n");
+	mkt_pinentry_control("MKT_PINENTRY_PIN=000000\n");
 	r = sign_p256(c);
 	mkt_ok_mlskey_err(r, -EKEYREJECTED, "org.mlskey.Error.PinIncorrect",
 			  "SignWithLabel when the person types a wrong PIN");
@@ -583,12 +583,12 @@ static void test_pin_errors(void)
 	}
 	mlskey_tokens_free(t, n);
 
-	pinentry_control("MKT_PINENTRY_CANCEL=1\n");
+	mkt_pinentry_control("MKT_PINENTRY_CANCEL=1\n");
 	r = sign_p256(c);
 	mkt_ok_mlskey_err(r, -ECANCELED, "org.mlskey.Error.Cancelled",
 			  "SignWithLabel when the person cancels the dialog");
 
-	pinentry_control("exit 0\n");
+	mkt_pinentry_control("exit 0\n");
 	r = sign_p256(c);
 	mkt_ok_mlskey_err(r, -EACCES, "org.mlskey.Error.AccessDenied",
 			  "SignWithLabel when no PIN dialog can be shown");
@@ -596,13 +596,13 @@ static void test_pin_errors(void)
 	/* PinLocked: a token that reports its PIN locked (see softhsm_mark_pin_locked). */
 	if (locked_marked) {
 		_cleanup_free_ char *uri = NULL;
-		int before = pinentry_getpins();
+		int before = mkt_pinentry_getpins();
 
 		r = mlskey_generate_key(c, "pkcs11:token=" TOKEN_LOCKED, NULL, "ecdsa-p256", "k",
 					&uri);
 		mkt_ok_mlskey_err(r, -EKEYREVOKED, "org.mlskey.Error.PinLocked",
 				  "GenerateKey on a token whose PIN is locked");
-		mkt_ok(pinentry_getpins() == before, "... without a PIN dialog");
+		mkt_ok(mkt_pinentry_getpins() == before, "... without a PIN dialog");
 		if (mkt_ok_mlskey(mlskey_list_tokens(c, &t, &n), "ListTokens")) {
 			const mlskey_token *f = find_token(t, n, TOKEN_LOCKED);
 
@@ -613,13 +613,13 @@ static void test_pin_errors(void)
 		printf("ok %d - PinLocked # SKIP could not mark the SoftHSM token's PIN locked\n",
 		       ++mkt_n);
 
-	pinentry_control("");
+	mkt_pinentry_control("");
 	mkt_ok_mlskey(sign_p256(c), "the right PIN works again");
 	if (mkt_ok_mlskey(mlskey_lock(c, "pkcs11:token=" TOKEN), "Lock the token")) {
-		int before = pinentry_getpins();
+		int before = mkt_pinentry_getpins();
 
 		mkt_ok_mlskey(sign_p256(c), "SignWithLabel after Lock");
-		mkt_ok(pinentry_getpins() == before + 1, "... asked for the PIN again");
+		mkt_ok(mkt_pinentry_getpins() == before + 1, "... asked for the PIN again");
 	}
 }
 
@@ -710,7 +710,7 @@ static void test_busy(void)
 	c = connect_or_bail(MLSKEY_CHECK_ALL);
 	raw = connect_or_bail(0);
 
-	pinentry_control("MKT_PINENTRY_SLEEP=2\n");
+	mkt_pinentry_control("MKT_PINENTRY_SLEEP=2\n");
 	for (size_t i = 0; i < ELEMENTSOF(jobs); i++) {
 		jobs[i].h = connect_or_bail(0);
 		pthread_create(&th[i], NULL, busy_thread, &jobs[i]);
@@ -727,7 +727,7 @@ static void test_busy(void)
 		}
 		mlskey_client_free(jobs[i].h);
 	}
-	pinentry_control("");
+	mkt_pinentry_control("");
 	mkt_ok(busy >= 1 && ok >= 1 && other == 0,
 	       "6 calls at once, queue of 1 -> Busy for some (%d), done for the others (%d)", busy,
 	       ok);
@@ -779,8 +779,8 @@ int main(void)
 	mkt_softhsm_add_token(TOKEN_LOCKED);
 	mkt_softhsm_add_token(TOKEN_BROKEN);
 	locked_marked = softhsm_mark_pin_locked(TOKEN_LOCKED);
-	pinentry_log_path();
-	pinentry_control("");
+	mkt_pinentry_log_path();
+	mkt_pinentry_control("");
 	agent = mkt_agent_start(NULL);
 	addr = getenv("DBUS_SESSION_BUS_ADDRESS");
 	if (!addr)

@@ -89,7 +89,7 @@ int main(void)
 	mkt_softhsm_add_token("base");
 	new_token_dir("", base_dir, sizeof(base_dir));
 	mkt_shim_setup();
-	pin_log_path();
+	mkt_pinentry_log_path();
 	agent = mkt_shim_agent_start((const char *const[]){
 		"--config", mkt_write_file("hotplug.conf", "[agent]\nslot-poll-ms = 200\npcsc = no\n"),
 		NULL });
@@ -144,10 +144,10 @@ int main(void)
 	mkt_ok(ok, "token put back: TokensChanged (%.2f s)", mkt_now() - t);
 	mkt_ok(token_wait(c, "hot", true, toks, 2) != NULL, "ListTokens: present again");
 	mkt_ok(key_listed(c, key1, &k) && k.usable, "the same key under the same URI, usable");
-	getpins = pin_getpins();
+	getpins = mkt_pinentry_getpins();
 	mkt_ok(!sign_now(c, key1, NULL, 0)[0], "it signs");
-	mkt_ok(pin_getpins() == getpins + 1, "after asking for the PIN again (%d dialog)",
-	       pin_getpins() - getpins);
+	mkt_ok(mkt_pinentry_getpins() == getpins + 1, "after asking for the PIN again (%d dialog)",
+	       mkt_pinentry_getpins() - getpins);
 
 	/* deleted while a call is in it: the shim holds C_Sign on "hot" for 3 s */
 	mkt_shim_control("sign_delay_ms=3000\ntoken=hot\n");

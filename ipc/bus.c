@@ -502,28 +502,56 @@ static int check_none(mk_bus *b, job *j)
 	return j->queue ? 0 : -ENOMEM;
 }
 
+/*
+ * The a(sa{sv}) reply that ListTokens, ListKeys and ListSlots build: list_begin() makes the
+ * reply and opens its array (l->ok says whether that worked); list_end() closes it, or, when
+ * anything failed, drops the half-built reply and sets -ENOMEM.
+ */
+typedef struct list_reply {
+	DBusMessageIter it, list;
+	bool ok;
+} list_reply;
+
+static void list_begin(job *j, list_reply *l)
+{
+	j->reply = dbus_message_new_method_return(j->msg);
+	l->ok = j->reply != NULL;
+	if (l->ok) {
+		dbus_message_iter_init_append(j->reply, &l->it);
+		l->ok = dbus_message_iter_open_container(&l->it, DBUS_TYPE_ARRAY, "(sa{sv})",
+							 &l->list);
+	}
+}
+
+static void list_end(job *j, list_reply *l)
+{
+	if (l->ok)
+		l->ok = dbus_message_iter_close_container(&l->it, &l->list);
+	if (!l->ok && j->reply) {
+		dbus_message_iter_abandon_container_if_open(&l->it, &l->list);
+		dbus_message_unref(j->reply);
+		j->reply = NULL;
+	}
+	if (!l->ok)
+		j->result = -ENOMEM;
+}
+
 static void run_list_tokens(job *j)
 {
 	mk_token_info *t = NULL;
 	size_t n = 0;
-	DBusMessageIter it, list;
-	bool ok;
+	list_reply l;
 
 	j->result = mk_agent_list_tokens(j->bus->agent, &t, &n);
 	if (j->result < 0)
 		return;
-	j->reply = dbus_message_new_method_return(j->msg);
-	ok = j->reply != NULL;
-	if (ok) {
-		dbus_message_iter_init_append(j->reply, &it);
-		ok = dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "(sa{sv})", &list);
-	}
-	for (size_t i = 0; ok && i < n; i++) {
+	list_begin(j, &l);
+	for (size_t i = 0; l.ok && i < n; i++) {
 		DBusMessageIter st, dm;
 		dict d = { &dm, true };
 
-		ok = entry_open(&list, &st, &dm, t[i].uri);
-		if (!ok)
+		l.ok = entry_open(&l.list, &st, &dm, t[i].uri);
+		if (!l.ok)
 			break;
 		dict_s(&d, "label", t[i].label);
 		dict_s(&d, "manufacturer", t[i].manufacturer);
@@ -538,17 +566,9 @@ static void run_list_tokens(job *j)
 		dict_b(&d, "pin_locked", t[i].pin_locked);
 		dict_b(&d, "protected_auth_path", t[i].protected_auth_path);
 		dict_b(&d, "write_protected", t[i].write_protected);
-		ok = d.ok && entry_close(&list, &st, &dm);
+		l.ok = d.ok && entry_close(&l.list, &st, &dm);
 	}
-	if (ok)
-		ok = dbus_message_iter_close_container(&it, &list);
-	if (!ok && j->reply) {
-		dbus_message_iter_abandon_container_if_open(&it, &list);
-		dbus_message_unref(j->reply);
-		j->reply = NULL;
-	}
-	if (!ok)
-		j->result = -ENOMEM;
+	list_end(j, &l);
 	mk_token_info_array_free(t, n);
 }
 
@@ -556,19 +576,13 @@ static void run_list_keys(job *j)
 {
 	mk_key_info *k = NULL;
 	size_t n = 0;
-	DBusMessageIter it, list;
-	bool ok;
+	list_reply l;
 
 	j->result = mk_agent_list_keys(j->bus->agent, &k, &n);
 	if (j->result < 0)
 		return;
-	j->reply = dbus_message_new_method_return(j->msg);
-	ok = j->reply != NULL;
-	if (ok) {
-		dbus_message_iter_init_append(j->reply, &it);
-		ok = dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "(sa{sv})", &list);
-	}
-	for (size_t i = 0; ok && i < n; i++) {
+	list_begin(j, &l);
+	for (size_t i = 0; l.ok && i < n; i++) {
 		DBusMessageIter st, dm;
 		dict d = { &dm, true };
 		uint16_t suites[8];
@@ -577,8 +591,8 @@ static void run_list_keys(job *j)
 				      : mk_key_alg_is_signature(k[i].alg) ? "signature"
 									    : "hpke";
 
-		ok = entry_open(&list, &st, &dm, k[i].uri);
-		if (!ok)
+		l.ok = entry_open(&l.list, &st, &dm, k[i].uri);
+		if (!l.ok)
 			break;
 		dict_s(&d, "label", k[i].label);
 		dict_array(&d, "id", DBUS_TYPE_BYTE, "ay", k[i].id, k[i].id ? k[i].id_len : 0);
@@ -595,17 +609,9 @@ static void run_list_keys(job *j)
 		dict_b(&d, "always_sensitive", k[i].always_sensitive);
 		dict_b(&d, "always_authenticate", k[i].always_authenticate);
 		dict_b(&d, "has_certificate", k[i].has_certificate);
-		ok = d.ok && entry_close(&list, &st, &dm);
+		l.ok = d.ok && entry_close(&l.list, &st, &dm);
 	}
-	if (ok)
-		ok = dbus_message_iter_close_container(&it, &list);
-	if (!ok && j->reply) {
-		dbus_message_iter_abandon_container_if_open(&it, &list);
-		dbus_message_unref(j->reply);
-		j->reply = NULL;
-	}
-	if (!ok)
-		j->result = -ENOMEM;
+	list_end(j, &l);
 	mk_key_info_array_free(k, n);
 }
 
@@ -819,25 +825,19 @@ static void run_list_slots(job *j)
 {
 	mk_slot_info *s = NULL;
 	size_t n = 0;
-	DBusMessageIter it, list;
-	bool ok;
+	list_reply l;
 
 	j->result = mk_tokens_list_slots(j->bus->tokens, &s, &n);
 	if (j->result < 0)
 		return;
-	j->reply = dbus_message_new_method_return(j->msg);
-	ok = j->reply != NULL;
-	if (ok) {
-		dbus_message_iter_init_append(j->reply, &it);
-		ok = dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "(sa{sv})", &list);
-	}
-	for (size_t i = 0; ok && i < n; i++) {
+	list_begin(j, &l);
+	for (size_t i = 0; l.ok && i < n; i++) {
 		DBusMessageIter st, dm;
 		dict d = { &dm, true };
 		dbus_uint64_t id = s[i].id;
 
-		ok = entry_open(&list, &st, &dm, s[i].uri);
-		if (!ok)
+		l.ok = entry_open(&l.list, &st, &dm, s[i].uri);
+		if (!l.ok)
 			break;
 		dict_s(&d, "description", s[i].description);
 		dict_s(&d, "manufacturer", s[i].manufacturer);
@@ -848,17 +848,9 @@ static void run_list_slots(job *j)
 		dict_b(&d, "token_present", s[i].token_present);
 		dict_s(&d, "state", s[i].state);
 		dict_s(&d, "token", s[i].token_uri);
-		ok = d.ok && entry_close(&list, &st, &dm);
+		l.ok = d.ok && entry_close(&l.list, &st, &dm);
 	}
-	if (ok)
-		ok = dbus_message_iter_close_container(&it, &list);
-	if (!ok && j->reply) {
-		dbus_message_iter_abandon_container_if_open(&it, &list);
-		dbus_message_unref(j->reply);
-		j->reply = NULL;
-	}
-	if (!ok)
-		j->result = -ENOMEM;
+	list_end(j, &l);
 	mk_slot_info_array_free(s, n);
 }
 

@@ -320,7 +320,7 @@ int mk_agent_list_keys(mk_agent *a, mk_key_info **ret, size_t *ret_n)
 }
 
 int mk_agent_generate(mk_agent *a, const mk_caller *c, const char *token_uri, mk_key_alg alg,
-		      const char *label, char **ret_uri)
+		      const char *label, unsigned flags, char **ret_uri)
 {
 	mk_token_info t = { 0 };
 	char what[200];

@@ -26,11 +26,18 @@
 
 typedef struct mk_agent mk_agent;
 
-/* Who asked, as the bus daemon vouches for it; shown in PIN dialogs and logs. */
+/*
+ * Who asked, as the bus daemon vouches for it (GetConnectionCredentials) and the kernel
+ * tells from there; shown in PIN and confirmation dialogs, matched by policy rules
+ * (agent/policy.h), written to the audit trail.
+ */
 typedef struct mk_caller {
 	uid_t uid;
 	pid_t pid;      /* 0 when unknown */
+	unsigned long long start_time; /* /proc/PID/stat starttime: with pid, one process; 0 = unknown */
 	char exe[256];  /* the executable (/proc/PID/exe), "" when unknown */
+	char unit[256]; /* its systemd unit (from /proc/PID/cgroup), e.g. "mailbox.service"; "" */
+	char app_id[256]; /* its Flatpak app id ([Application] name of /.flatpak-info); "" */
 	long long t_call_ns; /* when the call arrived (mk_agent_clock_ns); 0 = unknown */
 } mk_caller;
 
@@ -62,9 +69,17 @@ int mk_agent_list_tokens(mk_agent *a, mk_token_info **ret, size_t *ret_n);
 /* ListKeys: keys on every present token (mk_key_info_array_free). Never asks a PIN. */
 int mk_agent_list_keys(mk_agent *a, mk_key_info **ret, size_t *ret_n);
 
-/* GenerateKey on the token token_uri names; *ret_uri is the new key's URI (free()). */
+/* GenerateKey flags. */
+#define MK_GENERATE_SINGLE_USE (1u << 0) /* an HPKE init key: deleted after its first Welcome */
+
+/*
+ * GenerateKey on the token token_uri names, with MK_GENERATE_* flags; *ret_uri is the new
+ * key's URI (free()). A single-use key is marked on the token itself (it survives restarts
+ * and other hosts) and is deleted from the token after its first successful
+ * DecryptWithLabel("Welcome").
+ */
 int mk_agent_generate(mk_agent *a, const mk_caller *c, const char *token_uri, mk_key_alg alg,
-		      const char *label, char **ret_uri);
+		      const char *label, unsigned flags, char **ret_uri);
 
 /* DeleteKey: destroys the pair and forgets cached keys. */
 int mk_agent_delete(mk_agent *a, const mk_caller *c, const char *key_uri);
@@ -88,6 +103,19 @@ int mk_agent_hpke_open(mk_agent *a, const mk_caller *c, const char *key_uri, uin
 		       uint16_t aead, const uint8_t *info, size_t info_len, const uint8_t *aad,
 		       size_t aad_len, const uint8_t *enc, size_t enc_len, const uint8_t *ct,
 		       size_t ct_len, mk_bytes *ret_pt);
+
+/*
+ * GetCredential: the X.509 certificate chain of a signature key as the token holds it, leaf
+ * first (the leaf's public key equals the key's; matched by public key, not by CKA_ID),
+ * each DER, into *ret_certs and *ret_n >= 1 (free with mk_bytes_array_free). -ENOKEY with the reason when the token has no certificate for the key;
+ * -EOPNOTSUPP for a key that is not a signature key, and for a leaf that is expired or not
+ * yet valid unless allow_invalid_dates (the message names the dates).
+ */
+int mk_agent_credential(mk_agent *a, const mk_caller *c, const char *key_uri,
+			bool allow_invalid_dates, mk_bytes **ret_certs, size_t *ret_n);
+
+/* Clears n byte strings of a (mk_bytes_clear) and frees a. NULL ok. */
+void mk_bytes_array_free(mk_bytes *a, size_t n);
 
 /* Lock: logs out of the token ("" = every token) and forgets cached keys. */
 int mk_agent_lock(mk_agent *a, const char *token_uri);

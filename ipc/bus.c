@@ -652,7 +652,7 @@ static void run_generate(job *j)
 {
 	_cleanup_free_ char *uri = NULL;
 
-	j->result = mk_agent_generate(j->bus->agent, &j->caller, j->uri, j->alg, j->label, &uri);
+	j->result = mk_agent_generate(j->bus->agent, &j->caller, j->uri, j->alg, j->label, 0, &uri);
 	if (j->result < 0)
 		return;
 	j->keys_changed = true;

@@ -91,7 +91,7 @@ int main(void)
 
 	mkt_ok_r(mk_agent_new(&cfg, &a), "the agent starts in-process");
 	pin_script("PIN " PIN "\n");
-	mkt_ok_r(mk_agent_generate(a, &caller, "pkcs11:token=clerk", MK_ALG_ECDSA_P256, "k", &uri),
+	mkt_ok_r(mk_agent_generate(a, &caller, "pkcs11:token=clerk", MK_ALG_ECDSA_P256, "k", 0, &uri),
 		 "GenerateKey asks the PIN and makes a key");
 	snprintf(key_uri, sizeof(key_uri), "%s", uri ? uri : "");
 	free(uri);

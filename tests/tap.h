@@ -14,6 +14,33 @@
 
 static int mkt_n, mkt_failed;
 
+/*
+ * Prints a formatted text whose lines after the first start with "# ": a description that
+ * quotes a program's output (several lines) stays one TAP line plus comments, instead of
+ * lines meson reports as "Unknown TAP output".
+ */
+__attribute__((format(printf, 1, 0))) static inline void mkt_vprint_lines(const char *fmt,
+									    va_list ap)
+{
+	char *s = NULL;
+	size_t n;
+
+	if (vasprintf(&s, fmt, ap) < 0) {
+		printf("(no memory for the description)");
+		return;
+	}
+	n = strlen(s);
+	while (n > 0 && s[n - 1] == '\n')
+		s[--n] = '\0';
+	for (const char *p = s; *p; p++) {
+		if (*p == '\n')
+			printf("\n# ");
+		else
+			putchar(*p);
+	}
+	free(s);
+}
+
 __attribute__((format(printf, 2, 0))) static inline void mkt_vok(bool cond, const char *fmt,
 									va_list ap)
 {
@@ -21,7 +48,7 @@ __attribute__((format(printf, 2, 0))) static inline void mkt_vok(bool cond, cons
 	if (!cond)
 		mkt_failed++;
 	printf("%s %d - ", cond ? "ok" : "not ok", mkt_n);
-	vprintf(fmt, ap);
+	mkt_vprint_lines(fmt, ap);
 	printf("\n");
 	fflush(stdout);
 }
@@ -62,7 +89,7 @@ __attribute__((format(printf, 1, 2))) static inline void mkt_diag(const char *fm
 
 	printf("# ");
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	mkt_vprint_lines(fmt, ap);
 	va_end(ap);
 	printf("\n");
 	fflush(stdout);

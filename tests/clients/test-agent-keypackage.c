@@ -562,6 +562,22 @@ static void test_cli(void)
 		 out, NULL);
 	mkt_ok(res->status == 1 && strstr(res->err, "InvalidInput"),
 	       "mlskey keypackage without --identity: exit 1, InvalidInput (%.200s)", res->err);
+	/* the busctl example of docs/API.md */
+	{
+		char addr_arg[600];
+
+		snprintf(addr_arg, sizeof(addr_arg), "--address=%s", addr);
+		run_list(res, "busctl", addr_arg, "call", AGENT_NAME, AGENT_PATH, AGENT_IFACE,
+			 "CreateKeyPackage", "sqa{sv}", sig_keys[2], "2", "1", "identity", "s",
+			 "alice@example.org", NULL);
+		if (res->status < 0)
+			mkt_diag("busctl is not installed: the docs example is not checked");
+		else
+			mkt_ok(res->status == 0 && !strncmp(res->out, "ayssay ", 7) &&
+				       strstr(res->out, "object=mls-init-") &&
+				       strstr(res->out, "object=mls-leaf-"),
+			       "the busctl example of docs/API.md: %.120s%s", res->out, res->err);
+	}
 	run_list(res, mlskey, "keypackage", "--help", NULL);
 	mkt_ok(res->status == 0 && strstr(res->out, "back to back"),
 	       "mlskey keypackage --help documents the file format");

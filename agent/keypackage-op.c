@@ -24,8 +24,9 @@ static int check_ext_list(const mk_kp_extension *e, size_t n, bool last_resort, 
 			return mk_error(-EINVAL, "%s: extension 0x%04x has %zu bytes, at most %d",
 					what, e[i].type, e[i].data.n, MK_KP_EXT_DATA_MAX);
 		if (last_resort && e[i].type == MK_MLS_EXTENSION_LAST_RESORT)
-			return mk_error(-EINVAL, "%s: last_resort (0x000a) is added by the "
-						 "last_resort option; do not pass it as well",
+			return mk_error(-EINVAL,
+					"%s: last_resort (0x000a) is added by the "
+					"last_resort option; do not pass it as well",
 					what);
 		for (size_t j = 0; j < i; j++)
 			if (e[j].type == e[i].type)
@@ -40,8 +41,8 @@ int mk_kp_options_check(const mk_kp_options *o)
 	int r;
 
 	if (o->identity && (o->identity_len == 0 || o->identity_len > MK_KP_IDENTITY_MAX))
-		return mk_error(-EINVAL, "the identity has %zu bytes; give 1 to %d", o->identity_len,
-				MK_KP_IDENTITY_MAX);
+		return mk_error(-EINVAL, "the identity has %zu bytes; give 1 to %d",
+				o->identity_len, MK_KP_IDENTITY_MAX);
 	if (o->lifetime_days && o->not_after)
 		return mk_error(-EINVAL, "give either lifetime_days or not_after, not both");
 	if (o->lifetime_days > MK_KP_MAX_LIFETIME_DAYS)
@@ -162,8 +163,9 @@ static int prepare(mk_agent *a, const mk_caller *c, const char *uri, const mk_su
 	r = mk_agent_credential(a, c, uri, false, &b->certs, &b->n_certs);
 	if (r == 0) {
 		if (b->n_certs > MK_KP_CERTS_MAX)
-			return mk_error(-EINVAL, "the key's certificate chain has %zu certificates; "
-						 "a KeyPackage carries at most %d",
+			return mk_error(-EINVAL,
+					"the key's certificate chain has %zu certificates; "
+					"a KeyPackage carries at most %d",
 					b->n_certs, MK_KP_CERTS_MAX);
 		l->credential.type = MK_MLS_CREDENTIAL_X509;
 		for (size_t i = 0; i < b->n_certs; i++)
@@ -171,8 +173,9 @@ static int prepare(mk_agent *a, const mk_caller *c, const char *uri, const mk_su
 		l->credential.n_certs = b->n_certs;
 	} else if (r == -ENOKEY) {
 		if (!o->identity)
-			return mk_error(-EINVAL, "the token holds no certificate for this key; give "
-						 "an identity for a basic credential");
+			return mk_error(-EINVAL,
+					"the token holds no certificate for this key; give "
+					"an identity for a basic credential");
 		l->credential.type = MK_MLS_CREDENTIAL_BASIC;
 		l->credential.identity = (mk_kp_span){ o->identity, o->identity_len };
 	} else {
@@ -180,13 +183,15 @@ static int prepare(mk_agent *a, const mk_caller *c, const char *uri, const mk_su
 	}
 
 	l->not_before = o->not_before ? o->not_before : now;
-	l->not_after = o->not_after ? o->not_after
-				    : l->not_before + (o->lifetime_days ? o->lifetime_days
-									: MK_KP_DEFAULT_LIFETIME_DAYS) *
-							      DAY;
+	l->not_after = o->not_after
+			       ? o->not_after
+			       : l->not_before + (o->lifetime_days ? o->lifetime_days
+								   : MK_KP_DEFAULT_LIFETIME_DAYS) *
+							 DAY;
 	if (l->not_after <= now || l->not_after <= l->not_before)
-		return mk_error(-EINVAL, "the KeyPackage would never be valid: not_after %llu is "
-					 "not after now and not_before",
+		return mk_error(-EINVAL,
+				"the KeyPackage would never be valid: not_after %llu is "
+				"not after now and not_before",
 				(unsigned long long)l->not_after);
 
 	caps->versions = (mk_kp_u16s){ { MK_MLS_VERSION_MLS10 }, 1 };
@@ -277,8 +282,9 @@ static int sign_and_encode(mk_agent *a, const mk_caller *c, const char *uri, con
 					       ? b->kp.leaf.not_before
 					       : (uint64_t)time(NULL));
 	if (r < 0)
-		return mk_error(-EIO, "the KeyPackage made with the token does not pass a "
-				      "receiver's checks: %s",
+		return mk_error(-EIO,
+				"the KeyPackage made with the token does not pass a "
+				"receiver's checks: %s",
 				mk_error_message() ? mk_error_message() : "?");
 	return mk_kp_ref(s->id, inner.p, inner.n, &out->ref);
 }

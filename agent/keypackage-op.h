@@ -24,9 +24,10 @@
 typedef struct mk_kp_options {
 	const uint8_t *identity; /* basic credential's identity; NULL: none */
 	size_t identity_len;
-	uint64_t not_before;     /* seconds since the epoch; 0: now */
-	uint64_t not_after;      /* 0: not_before + lifetime_days */
-	uint32_t lifetime_days;  /* 0: MK_KP_DEFAULT_LIFETIME_DAYS; not with not_after */
+	uint64_t not_before; /* seconds since the epoch; 0: now */
+	uint64_t not_after;  /* 0: not_before + lifetime_days */
+	/* 0: MK_KP_DEFAULT_LIFETIME_DAYS; not together with not_after */
+	uint32_t lifetime_days;
 	const mk_kp_extension *extensions; /* KeyPackage extensions */
 	size_t n_extensions;
 	const mk_kp_extension *leaf_extensions; /* LeafNode extensions */
@@ -47,7 +48,7 @@ typedef struct mk_kp_created {
 	mk_bytes message;   /* MLSMessage(KeyPackage) */
 	char *init_key_uri; /* the HPKE init key on the token */
 	char *leaf_key_uri; /* the leaf's HPKE encryption key on the token */
-	mk_bytes ref;       /* KeyPackageRef */
+	mk_bytes ref;	    /* KeyPackageRef */
 } mk_kp_created;
 
 /* Frees what c holds and zeroes it. */

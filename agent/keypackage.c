@@ -239,8 +239,9 @@ static int get_extensions(mk_reader *r, mk_kp_extensions *ret, const char *what)
 		/* §7.2 / §13: an extension type appears at most once in a list */
 		for (size_t i = 0; i < ret->n; i++)
 			if (ret->v[i].type == e->type)
-				return mk_error(-EBADMSG, "malformed KeyPackage: extension type "
-							  "0x%04x twice in %s",
+				return mk_error(-EBADMSG,
+						"malformed KeyPackage: extension type "
+						"0x%04x twice in %s",
 						e->type, what);
 		ret->n++;
 	}
@@ -273,8 +274,9 @@ static int get_credential(mk_reader *r, mk_kp_credential *ret)
 		return 0;
 	}
 	/* the select has no arm for other types: their length is unknown */
-	return mk_error(-EBADMSG, "malformed KeyPackage: credential type %u is neither basic nor "
-				  "x509",
+	return mk_error(-EBADMSG,
+			"malformed KeyPackage: credential type %u is neither basic nor "
+			"x509",
 			ret->type);
 }
 
@@ -297,8 +299,9 @@ static int get_leaf(mk_reader *r, mk_kp_leaf *l)
 		return bad("leaf_node_source");
 	/* §10.1: the leaf of a KeyPackage has source key_package */
 	if (source != MK_MLS_LEAF_SOURCE_KEY_PACKAGE)
-		return mk_error(-EBADMSG, "malformed KeyPackage: leaf_node_source %u, not "
-					  "key_package (1)",
+		return mk_error(-EBADMSG,
+				"malformed KeyPackage: leaf_node_source %u, not "
+				"key_package (1)",
 				source);
 	if (mk_read_u64(r, &l->not_before) < 0 || mk_read_u64(r, &l->not_after) < 0)
 		return bad("lifetime");
@@ -317,8 +320,9 @@ static int get_kp(mk_reader *r, mk_key_package *kp)
 		return mk_error(-EBADMSG, "KeyPackage of protocol version %u, not mls10 (1)",
 				kp->version);
 	if (!mk_suite_get(kp->cipher_suite))
-		return mk_error(-EBADMSG, "KeyPackage of cipher suite %u, which mlskey does not "
-					  "support (1, 2, 3, 5, 7)",
+		return mk_error(-EBADMSG,
+				"KeyPackage of cipher suite %u, which mlskey does not "
+				"support (1, 2, 3, 5, 7)",
 				kp->cipher_suite);
 	if ((q = get_span(r, MK_KP_KEY_MAX, &kp->init_key, "init_key")) < 0 ||
 	    (q = get_leaf(r, &kp->leaf)) < 0 ||
@@ -429,7 +433,8 @@ int mk_kp_ref(uint16_t suite, const uint8_t *kp_bytes, size_t n, mk_bytes *ret)
 	/* RefHashInput { opaque label<V>; opaque value<V>; } */
 	ok = c && EVP_DigestInit_ex2(c, md, NULL) == 1 && EVP_DigestUpdate(c, h1, n1) == 1 &&
 	     EVP_DigestUpdate(c, ref_label, sizeof(ref_label) - 1) == 1 &&
-	     EVP_DigestUpdate(c, h2, n2) == 1 && (n == 0 || EVP_DigestUpdate(c, kp_bytes, n) == 1) &&
+	     EVP_DigestUpdate(c, h2, n2) == 1 &&
+	     (n == 0 || EVP_DigestUpdate(c, kp_bytes, n) == 1) &&
 	     EVP_DigestFinal_ex(c, out, &outl) == 1;
 	EVP_MD_CTX_free(c);
 	if (!ok)
@@ -472,8 +477,9 @@ static int check_exts_listed(const mk_kp_extensions *e, const mk_kp_u16s *caps, 
 {
 	for (size_t i = 0; i < e->n; i++)
 		if (e->v[i].type > MK_MLS_EXTENSION_DEFAULT_MAX && !has(caps, e->v[i].type))
-			return mk_error(-EBADMSG, "KeyPackage: %s extension 0x%04x is not in the "
-						  "leaf's capabilities",
+			return mk_error(-EBADMSG,
+					"KeyPackage: %s extension 0x%04x is not in the "
+					"leaf's capabilities",
 					where, e->v[i].type);
 	return 0;
 }
@@ -491,26 +497,28 @@ int mk_kp_check(const mk_key_package *kp, uint64_t now)
 		return mk_error(-EOPNOTSUPP, "KeyPackage: cipher suite %u is not supported",
 				kp->cipher_suite);
 	if (kp->init_key.n != pub_len(s->kem_alg) || l->encryption_key.n != pub_len(s->kem_alg))
-		return mk_error(-EBADMSG, "KeyPackage: an HPKE key has the wrong length for suite %u",
-				s->id);
+		return mk_error(-EBADMSG,
+				"KeyPackage: an HPKE key has the wrong length for suite %u", s->id);
 	if (l->signature_key.n != pub_len(s->sig_alg))
-		return mk_error(-EBADMSG, "KeyPackage: the signature key has the wrong length for "
-					  "suite %u",
+		return mk_error(-EBADMSG,
+				"KeyPackage: the signature key has the wrong length for "
+				"suite %u",
 				s->id);
 	if (memcmp(kp->init_key.p, l->encryption_key.p, kp->init_key.n) == 0)
 		return mk_error(-EBADMSG, "KeyPackage: init_key equals the leaf's encryption_key");
 	if (l->not_before > now || now > l->not_after)
 		return mk_error(-EBADMSG, "KeyPackage: valid from %llu to %llu, not at %llu",
-				(unsigned long long)l->not_before,
-				(unsigned long long)l->not_after, (unsigned long long)now);
+				(unsigned long long)l->not_before, (unsigned long long)l->not_after,
+				(unsigned long long)now);
 	if (!has(&l->capabilities.versions, MK_MLS_VERSION_MLS10))
 		return mk_error(-EBADMSG, "KeyPackage: capabilities do not list mls10");
 	if (!has(&l->capabilities.cipher_suites, kp->cipher_suite))
 		return mk_error(-EBADMSG, "KeyPackage: capabilities do not list its suite %u",
 				kp->cipher_suite);
 	if (!has(&l->capabilities.credentials, l->credential.type))
-		return mk_error(-EBADMSG, "KeyPackage: capabilities do not list its credential "
-					  "type %u",
+		return mk_error(-EBADMSG,
+				"KeyPackage: capabilities do not list its credential "
+				"type %u",
 				l->credential.type);
 	r = check_exts_listed(&l->extensions, &l->capabilities.extensions, "leaf");
 	if (r == 0)

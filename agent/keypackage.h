@@ -24,11 +24,11 @@
 #include "common/bytes.h"
 #include "common/tls.h"
 
-#define MK_MLS_VERSION_MLS10 1             /* ProtocolVersion mls10 (§6) */
-#define MK_MLS_WIRE_FORMAT_KEY_PACKAGE 5   /* WireFormat mls_key_package (§6) */
-#define MK_MLS_CREDENTIAL_BASIC 1          /* CredentialType basic (§17.5) */
-#define MK_MLS_CREDENTIAL_X509 2           /* CredentialType x509 */
-#define MK_MLS_LEAF_SOURCE_KEY_PACKAGE 1   /* LeafNodeSource key_package (§7.2) */
+#define MK_MLS_VERSION_MLS10 1		 /* ProtocolVersion mls10 (§6) */
+#define MK_MLS_WIRE_FORMAT_KEY_PACKAGE 5 /* WireFormat mls_key_package (§6) */
+#define MK_MLS_CREDENTIAL_BASIC 1	 /* CredentialType basic (§17.5) */
+#define MK_MLS_CREDENTIAL_X509 2	 /* CredentialType x509 */
+#define MK_MLS_LEAF_SOURCE_KEY_PACKAGE 1 /* LeafNodeSource key_package (§7.2) */
 /* ExtensionType last_resort (MLS Extension Types registry, draft-ietf-mls-extensions):
  * a KeyPackage extension with empty extension_data. */
 #define MK_MLS_EXTENSION_LAST_RESORT 0x000a
@@ -36,14 +36,14 @@
  * a LeafNode need not list them in its capabilities. */
 #define MK_MLS_EXTENSION_DEFAULT_MAX 5
 
-#define MK_KP_LIST_MAX 32       /* entries of each Capabilities list */
-#define MK_KP_EXTENSIONS_MAX 32 /* extensions of a LeafNode, and of a KeyPackage */
-#define MK_KP_CERTS_MAX 8       /* certificates of an x509 credential */
-#define MK_KP_CERT_MAX 16384    /* bytes of one certificate */
-#define MK_KP_IDENTITY_MAX 1024 /* bytes of a basic credential's identity */
+#define MK_KP_LIST_MAX 32	 /* entries of each Capabilities list */
+#define MK_KP_EXTENSIONS_MAX 32	 /* extensions of a LeafNode, and of a KeyPackage */
+#define MK_KP_CERTS_MAX 8	 /* certificates of an x509 credential */
+#define MK_KP_CERT_MAX 16384	 /* bytes of one certificate */
+#define MK_KP_IDENTITY_MAX 1024	 /* bytes of a basic credential's identity */
 #define MK_KP_EXT_DATA_MAX 16384 /* bytes of one extension's data */
-#define MK_KP_KEY_MAX 256       /* bytes of a public key (P-521: 133) */
-#define MK_KP_SIG_MAX 256       /* bytes of a signature (P-521 DER: <= 139) */
+#define MK_KP_KEY_MAX 256	 /* bytes of a public key (P-521: 133) */
+#define MK_KP_SIG_MAX 256	 /* bytes of a signature (P-521 DER: <= 139) */
 #define MK_KP_MESSAGE_MAX 262144 /* bytes of one encoded MLSMessage(KeyPackage) */
 
 /* A borrowed byte string. */
@@ -68,9 +68,9 @@ typedef struct mk_kp_u16s {
 } mk_kp_u16s;
 
 typedef struct mk_kp_credential {
-	uint16_t type;                        /* MK_MLS_CREDENTIAL_BASIC or _X509 */
-	mk_kp_span identity;                  /* basic */
-	mk_kp_span certs[MK_KP_CERTS_MAX];    /* x509: cert_data, leaf first */
+	uint16_t type;			   /* MK_MLS_CREDENTIAL_BASIC or _X509 */
+	mk_kp_span identity;		   /* basic */
+	mk_kp_span certs[MK_KP_CERTS_MAX]; /* x509: cert_data, leaf first */
 	size_t n_certs;
 } mk_kp_credential;
 

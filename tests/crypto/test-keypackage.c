@@ -12,6 +12,8 @@
 #include "common/error.h"
 #include "tests/tap.h"
 
+/* One field per line with its comment: not for clang-format. */
+/* clang-format off */
 /*
  * MLSMessage(KeyPackage) with a basic credential, one leaf extension, a last_resort
  * KeyPackage extension, a 70-byte leaf signature (2-byte varint length) and short dummy keys.
@@ -71,6 +73,7 @@ static const char kp_x509_hex[] =
 	"01" "ee"        /* leaf signature */
 	"00"             /* no KeyPackage extensions */
 	"01" "ff";       /* signature */
+/* clang-format on */
 
 static mk_bytes hex(const char *h)
 {
@@ -164,7 +167,8 @@ static void test_ref(void)
 	memcpy(in + n, msg.data + 4, kpn);
 	n += kpn;
 	EVP_Digest(in, n, want, &wl, EVP_sha256(), NULL);
-	mkt_ok(kpn >= 64 && kpn < 16384, "the KeyPackage's length takes a 2-byte varint (%zu)", kpn);
+	mkt_ok(kpn >= 64 && kpn < 16384, "the KeyPackage's length takes a 2-byte varint (%zu)",
+	       kpn);
 	mkt_ok_r(mk_kp_ref(1, msg.data + 4, kpn, &ref), "KeyPackageRef for suite 1");
 	mkt_ok(ref.len == 32 && !memcmp(ref.data, want, 32), "  equals SHA-256(RefHashInput)");
 	mk_bytes_clear(&ref);
@@ -195,7 +199,8 @@ static void test_decode(void)
 		       span_is(l->extensions.v[0].data, "app", 3) && l->signature.n == 70,
 	       "  leaf extensions and signature");
 	mkt_ok(kp.extensions.n == 1 && kp.extensions.v[0].type == 0x000a &&
-		       kp.extensions.v[0].data.n == 0 && span_is(kp.signature, "\xb1\xb2\xb3\xb4", 4),
+		       kp.extensions.v[0].data.n == 0 &&
+		       span_is(kp.signature, "\xb1\xb2\xb3\xb4", 4),
 	       "  KeyPackage extensions and signature");
 	mkt_ok(inner.p == msg.data + 4 && inner.n == msg.len - 4, "  the inner KeyPackage span");
 	mkt_ok_r(mk_kp_encode_message(&kp, &again), "re-encode");
@@ -260,11 +265,11 @@ static void test_malformed(void)
 	       "cipher suite 4 (unsupported)");
 	refuse(patch("0401020304", "400401020304", 0), true, "non-minimal varint 0x4004");
 	refuse(patch("000105616c", "000305616c", 0), true, "credential type 3");
-	refuse(patch("020001010000000065", "020001020000000065", 0), true, "leaf_node_source update (2)");
+	refuse(patch("020001010000000065", "020001020000000065", 0), true,
+	       "leaf_node_source update (2)");
 	refuse(patch("060001036170704046", "0a000103617070000101004046", 0), true,
 	       "duplicate leaf extension type");
-	refuse(patch("020001020001", "030001020001", 0), true,
-	       "a uint16 list of odd length");
+	refuse(patch("020001020001", "030001020001", 0), true, "a uint16 list of odd length");
 	refuse(patch("04b1b2b3b4", "05b1b2b3b4", 0), true, "a length beyond the end");
 }
 

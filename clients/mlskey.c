@@ -1005,8 +1005,8 @@ int main(int argc, char **argv)
 	}
 	if (optind >= argc)
 		return cli_usage_error(&g, "a command is missing: tokens, keys, generate, delete, "
-				       "pubkey, sign, verify, encrypt, decrypt, lock, keypackage or bench "
-				       "(see mlskey --help)");
+				       "pubkey, sign, verify, encrypt, decrypt, lock, keypackage or "
+				       "bench (see mlskey --help)");
 	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
 		if (strcmp(argv[optind], commands[i].name) == 0) {
 			g.cmd = commands[i].name;

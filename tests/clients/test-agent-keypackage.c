@@ -611,7 +611,7 @@ int main(void)
 
 	mlskey_client_free(cl);
 	bus_close(bus);
-	mkt_agent_stop(pid);
+	mkt_ok(mkt_agent_stop(pid) == 0, "mlskeyd stops cleanly (exit status 0: no leak found)");
 	for (size_t i = 0; i < ELEMENTSOF(sig_keys); i++)
 		free(sig_keys[i]);
 	return mkt_done();

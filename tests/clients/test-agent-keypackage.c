@@ -16,6 +16,7 @@
 #include "common/error.h"
 #include "clients/mlskey.h"
 #include "tests/agent/agent-test.h"
+#include "tests/pin/pin-test.h" /* pin_make_key: a key that wants its PIN for every use */
 
 #define TOKEN "kp"
 #define TOKEN_URI "pkcs11:token=" TOKEN
@@ -449,6 +450,35 @@ static void test_refused(void)
 		       "a key that does not exist");
 }
 
+/*
+ * A failure after the keys were made: the signature key wants its PIN for every use
+ * (CKA_ALWAYS_AUTHENTICATE), and its dialog is cancelled when LeafNodeTBS is signed, after
+ * the init and leaf keys were generated. They must be deleted again.
+ */
+static void test_rollback(void)
+{
+	kp_call k = { .identity = "alice" };
+	int getpins = mkt_pinentry_getpins();
+	size_t before = count_keys(), after;
+	kp_reply r;
+	int q;
+
+	mkt_pinentry_control("MKT_PINENTRY_CANCEL=1\n");
+	q = create("pkcs11:token=" TOKEN ";object=each;type=private", 2, &k, &r);
+	mkt_pinentry_control("");
+	mkt_diag("%s: %s", r.err, r.err_msg);
+	mkt_ok(q < 0 && !strcmp(r.err, "org.mlskey.Error.Cancelled"),
+	       "the key's PIN dialog cancelled while signing LeafNodeTBS -> Cancelled");
+	mkt_ok(mkt_pinentry_getpins() == getpins + 1 &&
+		       strstr(pin_last_desc(), "needs the PIN for every use") &&
+		       strstr(pin_last_desc(), "SignWithLabel"),
+	       "  it failed in the signature, after the keys were made: %s", pin_last_desc());
+	after = count_keys();
+	mkt_ok(after == before, "  the init and leaf keys made for it were deleted (%zu keys, %zu)",
+	       before, after);
+	kp_reply_clear(&r);
+}
+
 /* libmlskey: mlskey_create_key_package, with its own receiver checks. */
 static void test_libmlskey(void)
 {
@@ -596,6 +626,9 @@ int main(void)
 	mkt_softhsm_setup();
 	mkt_softhsm_add_token(TOKEN);
 	addr = mkt_dbus_setup();
+	if (pin_make_key(TOKEN, MKT_USER_PIN, "each", true) < 0)
+		mkt_bail("cannot make a key with CKA_ALWAYS_AUTHENTICATE");
+	mkt_pinentry_log_path();
 	mkt_pinentry_control("");
 	pid = mkt_agent_start(NULL);
 	bus = bus_open(addr);
@@ -606,6 +639,7 @@ int main(void)
 		test_suite(suites[i]);
 	test_last_resort();
 	test_refused();
+	test_rollback();
 	test_libmlskey();
 	test_cli();
 

@@ -596,6 +596,12 @@ static void test_cli(void)
 		 out, NULL);
 	mkt_ok(res->status == 1 && strstr(res->err, "InvalidInput"),
 	       "mlskey keypackage without --identity: exit 1, InvalidInput (%.200s)", res->err);
+	run_list(res, mlskey, "--address", addr, "keypackage", sig_keys[1], "--suite", "1",
+		 "--identity", "bob", "--json", "-o", out, NULL);
+	mkt_ok(res->status == 0 && !strncmp(res->out, "[{\"ref\": \"", 10) &&
+		       strstr(res->out, "\"init_key\": \"pkcs11:") &&
+		       strstr(res->out, "\"leaf_key\": \"pkcs11:"),
+	       "mlskey keypackage --json: %.100s", res->out);
 	/* the busctl example of docs/API.md */
 	{
 		char addr_arg[600];

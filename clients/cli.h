@@ -67,3 +67,7 @@ int cli_help(const char *text);
 /* `mlskey bench`. */
 int cli_bench(cli_global *g, int argc, char **argv);
 extern const char cli_bench_help[];
+
+/* `mlskey keypackage` (clients/cli-keypackage.c). */
+int cli_keypackage(cli_global *g, int argc, char **argv);
+extern const char cli_keypackage_help[];

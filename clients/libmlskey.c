@@ -10,9 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 
+#include "agent/keypackage.h"
 #include "agent/mls.h"
 #include "agent/suite.h"
 #include "clients/mlskey.h"
@@ -1397,4 +1399,203 @@ _public_ int mlskey_encrypt_with_label(uint16_t suite, const uint8_t *public_key
 	*ret_ct_len = ct.len;
 	kem.len = ct.len = 0;
 	return 0;
+}
+
+/* --- KeyPackages --------------------------------------------------------------------------- */
+
+_public_ void mlskey_key_package_clear(mlskey_key_package *kp)
+{
+	if (!kp)
+		return;
+	mlskey_free(kp->key_package, kp->key_package_len);
+	mlskey_free(kp->ref, kp->ref_len);
+	free(kp->init_key);
+	free(kp->leaf_key);
+	memset(kp, 0, sizeof(*kp));
+}
+
+/* One a{sv} entry with a basic value. */
+static int kp_dict_basic(DBusMessageIter *d, const char *key, int type, const char *sig,
+			 const void *v)
+{
+	DBusMessageIter e, var;
+
+	if (!dbus_message_iter_open_container(d, DBUS_TYPE_DICT_ENTRY, NULL, &e) ||
+	    !dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key) ||
+	    !dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, sig, &var) ||
+	    !dbus_message_iter_append_basic(&var, type, v) ||
+	    !dbus_message_iter_close_container(&e, &var) ||
+	    !dbus_message_iter_close_container(d, &e))
+		return err_nomem();
+	return 0;
+}
+
+/* An a(qay) entry. */
+static int kp_dict_extensions(DBusMessageIter *d, const char *key, const mlskey_extension *x,
+			      size_t n)
+{
+	DBusMessageIter e, var, arr;
+	int r;
+
+	if (!dbus_message_iter_open_container(d, DBUS_TYPE_DICT_ENTRY, NULL, &e) ||
+	    !dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key) ||
+	    !dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, "a(qay)", &var) ||
+	    !dbus_message_iter_open_container(&var, DBUS_TYPE_ARRAY, "(qay)", &arr))
+		return err_nomem();
+	for (size_t i = 0; i < n; i++) {
+		DBusMessageIter st;
+
+		r = check_bytes("extension data", x[i].data, x[i].data_len);
+		if (r < 0)
+			return r;
+		if (!dbus_message_iter_open_container(&arr, DBUS_TYPE_STRUCT, NULL, &st) ||
+		    !dbus_message_iter_append_basic(&st, DBUS_TYPE_UINT16, &x[i].type))
+			return err_nomem();
+		r = append_bytes(&st, x[i].data, x[i].data_len);
+		if (r < 0)
+			return r;
+		if (!dbus_message_iter_close_container(&arr, &st))
+			return err_nomem();
+	}
+	if (!dbus_message_iter_close_container(&var, &arr) ||
+	    !dbus_message_iter_close_container(&e, &var) ||
+	    !dbus_message_iter_close_container(d, &e))
+		return err_nomem();
+	return 0;
+}
+
+static int kp_append_options(DBusMessageIter *it, const mlskey_key_package_options *o)
+{
+	DBusMessageIter d;
+	int r = 0;
+
+	if (!dbus_message_iter_open_container(it, DBUS_TYPE_ARRAY, "{sv}", &d))
+		return err_nomem();
+	if (o && o->identity)
+		r = kp_dict_basic(&d, "identity", DBUS_TYPE_STRING, "s", &o->identity);
+	if (r == 0 && o && o->not_before)
+		r = kp_dict_basic(&d, "not_before", DBUS_TYPE_UINT64, "t", &o->not_before);
+	if (r == 0 && o && o->not_after)
+		r = kp_dict_basic(&d, "not_after", DBUS_TYPE_UINT64, "t", &o->not_after);
+	if (r == 0 && o && o->lifetime_days)
+		r = kp_dict_basic(&d, "lifetime_days", DBUS_TYPE_UINT32, "u", &o->lifetime_days);
+	if (r == 0 && o && o->n_extensions)
+		r = kp_dict_extensions(&d, "extensions", o->extensions, o->n_extensions);
+	if (r == 0 && o && o->n_leaf_extensions)
+		r = kp_dict_extensions(&d, "leaf_extensions", o->leaf_extensions,
+				       o->n_leaf_extensions);
+	if (r == 0 && o && o->last_resort) {
+		dbus_bool_t t = TRUE;
+
+		r = kp_dict_basic(&d, "last_resort", DBUS_TYPE_BOOLEAN, "b", &t);
+	}
+	if (r < 0) {
+		dbus_message_iter_abandon_container(it, &d);
+		return r;
+	}
+	return dbus_message_iter_close_container(it, &d) ? 0 : err_nomem();
+}
+
+/* The checks a receiver makes, on what the agent returned; -EPROTO when it fails. */
+static int kp_check_reply(const mlskey_key_package *kp, uint16_t suite)
+{
+	mk_key_package *d = calloc(1, sizeof(*d));
+	mk_kp_span inner;
+	mk_bytes ref = MK_BYTES_NULL;
+	uint64_t now = (uint64_t)time(NULL);
+	int r;
+
+	if (!d)
+		return err_nomem();
+	r = mk_kp_decode_message(kp->key_package, kp->key_package_len, d, &inner);
+	if (r == 0 && d->cipher_suite != suite)
+		r = mk_error(-EBADMSG, "it is for suite %u, not %u", d->cipher_suite, suite);
+	if (r == 0)
+		r = mk_kp_check(d, now < d->leaf.not_before ? d->leaf.not_before : now);
+	if (r == 0)
+		r = mk_kp_ref(suite, inner.p, inner.n, &ref);
+	if (r == 0 && (ref.len != kp->ref_len || memcmp(ref.data, kp->ref, ref.len) != 0))
+		r = mk_error(-EBADMSG, "its KeyPackageRef is not RefHash of it");
+	mk_bytes_clear(&ref);
+	free(d);
+	if (r < 0)
+		return err_set(-EPROTO, "org.mlskey.Client.KeyPackageInvalid",
+			       "the agent returned a KeyPackage that a receiver would refuse (%s); "
+			       "it was not used. The token or the agent is faulty",
+			       mk_error_text(r));
+	return 0;
+}
+
+_public_ int mlskey_create_key_package(mlskey_client *c, const char *signature_key_uri,
+				       uint16_t suite, const mlskey_key_package_options *options,
+				       mlskey_key_package *ret)
+{
+	_cleanup_msg_ DBusMessage *m = NULL, *reply = NULL;
+	mlskey_key_package kp = { 0 };
+	DBusMessageIter it;
+	const char *s;
+	key_entry *e;
+	int r;
+
+	err_clear();
+	if (!c || !ret)
+		return err_set(-EINVAL, "org.mlskey.Error.InvalidInput", "argument is NULL");
+	r = check_string("the signature key URI", signature_key_uri);
+	if (r == 0 && options && options->identity)
+		r = check_string("the identity", options->identity);
+	if (r < 0)
+		return r;
+	if (c->checks & MLSKEY_CHECK_INPUT) {
+		r = key_lookup(c, signature_key_uri, &e);
+		if (r == 0)
+			r = check_fit(e, signature_key_uri, suite, "signature");
+		if (r < 0)
+			return r;
+	}
+
+	r = new_call("CreateKeyPackage", &m);
+	if (r < 0)
+		return r;
+	dbus_message_iter_init_append(m, &it);
+	if ((r = append_string(&it, signature_key_uri)) < 0 ||
+	    (r = append_basic(&it, DBUS_TYPE_UINT16, &suite)) < 0 ||
+	    (r = kp_append_options(&it, options)) < 0)
+		return r;
+	r = call(c, m, &reply);
+	if (r < 0)
+		return r;
+	if (strcmp(dbus_message_get_signature(reply), "ayssay") != 0 ||
+	    !dbus_message_iter_init(reply, &it))
+		return bad_reply("CreateKeyPackage");
+	r = read_bytes(&it, &kp.key_package, &kp.key_package_len);
+	if (r == -EPROTO)
+		r = bad_reply("CreateKeyPackage");
+	if (r < 0)
+		goto fail;
+	dbus_message_iter_next(&it);
+	dbus_message_iter_get_basic(&it, &s);
+	kp.init_key = strdup(s);
+	dbus_message_iter_next(&it);
+	dbus_message_iter_get_basic(&it, &s);
+	kp.leaf_key = strdup(s);
+	dbus_message_iter_next(&it);
+	if (!kp.init_key || !kp.leaf_key) {
+		r = err_nomem();
+		goto fail;
+	}
+	r = read_bytes(&it, &kp.ref, &kp.ref_len);
+	if (r == -EPROTO)
+		r = bad_reply("CreateKeyPackage");
+	if (r < 0)
+		goto fail;
+	if (c->checks & MLSKEY_CHECK_SIGNATURE) {
+		r = kp_check_reply(&kp, suite);
+		if (r < 0)
+			goto fail;
+	}
+	*ret = kp;
+	return 0;
+fail:
+	mlskey_key_package_clear(&kp);
+	return r;
 }

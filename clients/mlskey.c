@@ -62,6 +62,7 @@ static const char main_help[] =
 	"    encrypt    EncryptWithLabel in software: seal to a key's public key\n"
 	"    decrypt    DecryptWithLabel (or an HPKE open) on the token\n"
 	"    lock       log the agent out of a token, so that the next use asks for the PIN\n"
+	"    keypackage make MLS KeyPackages whose private keys stay on the token\n"
 	"    bench      measure the agent against the same operations in-process\n"
 	"\n"
 	"OPTIONS\n"
@@ -969,6 +970,7 @@ static const struct {
 	{ "delete", cmd_delete },   { "pubkey", cmd_pubkey },	  { "sign", cmd_sign },
 	{ "verify", cmd_verify },   { "encrypt", cmd_encrypt },	  { "decrypt", cmd_decrypt },
 	{ "lock", cmd_lock },	    { "bench", cli_bench },
+	{ "keypackage", cli_keypackage },
 };
 
 int main(int argc, char **argv)
@@ -1003,8 +1005,8 @@ int main(int argc, char **argv)
 	}
 	if (optind >= argc)
 		return cli_usage_error(&g, "a command is missing: tokens, keys, generate, delete, "
-				       "pubkey, sign, verify, encrypt, decrypt, lock or bench "
-				       "(see mlskey --help)");
+				       "pubkey, sign, verify, encrypt, decrypt, lock, keypackage or "
+				       "bench (see mlskey --help)");
 	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
 		if (strcmp(argv[optind], commands[i].name) == 0) {
 			g.cmd = commands[i].name;

@@ -246,6 +246,55 @@ int mlskey_hpke_open(mlskey_client *c, const char *key_uri, uint16_t kdf, uint16
 		     const uint8_t *enc, size_t enc_len, const uint8_t *ct, size_t ct_len,
 		     uint8_t **ret_pt, size_t *ret_pt_len);
 
+/* --- KeyPackages -------------------------------------------------------------------------- */
+
+/* One MLS extension (RFC 9420 §7.2 Extension): a type and its extension_data. */
+typedef struct mlskey_extension {
+	uint16_t type;
+	const uint8_t *data; /* may be NULL when data_len is 0 */
+	size_t data_len;
+} mlskey_extension;
+
+/* What a KeyPackage may carry; a zeroed structure (or NULL) asks for every default. */
+typedef struct mlskey_key_package_options {
+	const char *identity;     /* the basic credential's identity (UTF-8); NULL: none. Needed
+	                             unless the token holds a certificate for the key */
+	uint64_t not_before;      /* Lifetime in seconds since the epoch; 0: now */
+	uint64_t not_after;       /* 0: not_before + lifetime_days */
+	uint32_t lifetime_days;   /* 0: 90 days; not together with not_after */
+	const mlskey_extension *extensions;      /* KeyPackage extensions (at most 16) */
+	size_t n_extensions;
+	const mlskey_extension *leaf_extensions; /* LeafNode extensions (at most 16) */
+	size_t n_leaf_extensions;
+	bool last_resort;         /* add last_resort (0x000a); the init key stays after a Welcome */
+} mlskey_key_package_options;
+
+/* A KeyPackage the agent made (free its members with mlskey_key_package_clear). */
+typedef struct mlskey_key_package {
+	uint8_t *key_package;     /* MLSMessage(KeyPackage), ready to publish */
+	size_t key_package_len;
+	char *init_key;           /* URI of the HPKE init key on the token (for the Welcome) */
+	char *leaf_key;           /* URI of the leaf's HPKE encryption key on the token */
+	uint8_t *ref;             /* KeyPackageRef (the suite's hash length) */
+	size_t ref_len;
+} mlskey_key_package;
+
+/*
+ * CreateKeyPackage: a complete, signed MLS KeyPackage (RFC 9420 §10) for cipher suite
+ * `suite`, signed by the signature key signature_key_uri, with a fresh HPKE init key and
+ * leaf encryption key generated on the same token: no private key ever leaves it. The
+ * credential is x509 when the token holds a certificate for the key, else basic with
+ * options->identity. With MLSKEY_CHECK_INPUT the suite must fit the key (-EOPNOTSUPP); with
+ * MLSKEY_CHECK_SIGNATURE the KeyPackage is parsed and checked as a receiver would (both
+ * signatures, lifetime, capabilities) before it is returned (-EPROTO if it fails). -EINVAL
+ * for bad options or a missing identity. May ask for the token's PIN. Sets *ret.
+ */
+int mlskey_create_key_package(mlskey_client *c, const char *signature_key_uri, uint16_t suite,
+			      const mlskey_key_package_options *options, mlskey_key_package *ret);
+
+/* Frees the members of kp and zeroes it. Accepts NULL. */
+void mlskey_key_package_clear(mlskey_key_package *kp);
+
 /* --- software operations (no agent, no token) -------------------------------------------- */
 
 /*

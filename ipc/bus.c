@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "agent/check.h"
+#include "agent/keypackage-op.h"
 #include "agent/log.h"
 #include "agent/tokens.h"
 #include "agent/workers.h"
@@ -820,6 +821,186 @@ static void run_lock(job *j)
 		reply_empty(j);
 }
 
+/* --- CreateKeyPackage (agent/keypackage-op.h) ------------------------------------------------- */
+
+/* The options of one CreateKeyPackage, borrowed from the message. */
+typedef struct kp_opts {
+	mk_kp_options o;
+	mk_kp_extension ext[MK_KP_OPTION_EXTENSIONS_MAX], leaf_ext[MK_KP_OPTION_EXTENSIONS_MAX];
+} kp_opts;
+
+/* An a(qay) option into e[] (at most MK_KP_OPTION_EXTENSIONS_MAX). */
+static int kp_get_extensions(DBusMessageIter *v, const char *key, mk_kp_extension *e,
+			     size_t *ret_n)
+{
+	DBusMessageIter arr;
+	size_t n = 0;
+
+	dbus_message_iter_recurse(v, &arr);
+	while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_STRUCT) {
+		DBusMessageIter st, bytes;
+		dbus_uint16_t type;
+		const uint8_t *p = NULL;
+		int len = 0;
+
+		if (n >= MK_KP_OPTION_EXTENSIONS_MAX)
+			return mk_error(-EINVAL, "option %s: more than %d extensions", key,
+					MK_KP_OPTION_EXTENSIONS_MAX);
+		dbus_message_iter_recurse(&arr, &st);
+		dbus_message_iter_get_basic(&st, &type);
+		dbus_message_iter_next(&st);
+		dbus_message_iter_recurse(&st, &bytes);
+		if (dbus_message_iter_get_arg_type(&bytes) == DBUS_TYPE_BYTE)
+			dbus_message_iter_get_fixed_array(&bytes, &p, &len);
+		e[n++] = (mk_kp_extension){ type, { p, len > 0 ? (size_t)len : 0 } };
+		dbus_message_iter_next(&arr);
+	}
+	*ret_n = n;
+	return 0;
+}
+
+/*
+ * CreateKeyPackage's a{sv} (at `opts`) into *k, each option of its one type: identity (ay
+ * or s), not_before / not_after (t), lifetime_days (u), extensions / leaf_extensions
+ * (a(qay)), last_resort (b). Unknown options and other types are refused.
+ */
+static int kp_parse_options(DBusMessageIter *opts, kp_opts *k)
+{
+	DBusMessageIter arr;
+
+	memset(k, 0, sizeof(*k));
+	k->o.extensions = k->ext;
+	k->o.leaf_extensions = k->leaf_ext;
+	dbus_message_iter_recurse(opts, &arr);
+	while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_DICT_ENTRY) {
+		DBusMessageIter e, v;
+		const char *key;
+		char *sig;
+		bool ok;
+		int r = 0;
+
+		dbus_message_iter_recurse(&arr, &e);
+		dbus_message_iter_get_basic(&e, &key);
+		dbus_message_iter_next(&e);
+		dbus_message_iter_recurse(&e, &v);
+		sig = dbus_message_iter_get_signature(&v);
+		if (!sig)
+			return -ENOMEM;
+		if (strcmp(key, "identity") == 0 && strcmp(sig, "ay") == 0) {
+			DBusMessageIter b;
+			const uint8_t *p = NULL;
+			int len = 0;
+
+			dbus_message_iter_recurse(&v, &b);
+			if (dbus_message_iter_get_arg_type(&b) == DBUS_TYPE_BYTE)
+				dbus_message_iter_get_fixed_array(&b, &p, &len);
+			k->o.identity = p ? p : (const uint8_t *)"";
+			k->o.identity_len = len > 0 ? (size_t)len : 0;
+			ok = true;
+		} else if (strcmp(key, "identity") == 0 && strcmp(sig, "s") == 0) {
+			const char *str;
+
+			dbus_message_iter_get_basic(&v, &str);
+			k->o.identity = (const uint8_t *)str;
+			k->o.identity_len = strlen(str);
+			ok = true;
+		} else if ((strcmp(key, "not_before") == 0 || strcmp(key, "not_after") == 0) &&
+			   strcmp(sig, "t") == 0) {
+			dbus_uint64_t t;
+
+			dbus_message_iter_get_basic(&v, &t);
+			*(key[4] == 'b' ? &k->o.not_before : &k->o.not_after) = t;
+			ok = true;
+		} else if (strcmp(key, "lifetime_days") == 0 && strcmp(sig, "u") == 0) {
+			dbus_uint32_t d;
+
+			dbus_message_iter_get_basic(&v, &d);
+			if (d == 0)
+				r = mk_error(-EINVAL, "lifetime_days must be at least 1");
+			k->o.lifetime_days = d;
+			ok = true;
+		} else if (strcmp(key, "extensions") == 0 && strcmp(sig, "a(qay)") == 0) {
+			r = kp_get_extensions(&v, key, k->ext, &k->o.n_extensions);
+			ok = true;
+		} else if (strcmp(key, "leaf_extensions") == 0 && strcmp(sig, "a(qay)") == 0) {
+			r = kp_get_extensions(&v, key, k->leaf_ext, &k->o.n_leaf_extensions);
+			ok = true;
+		} else if (strcmp(key, "last_resort") == 0 && strcmp(sig, "b") == 0) {
+			dbus_bool_t b;
+
+			dbus_message_iter_get_basic(&v, &b);
+			k->o.last_resort = b;
+			ok = true;
+		} else {
+			ok = false;
+		}
+		if (!ok)
+			r = mk_error(-EINVAL,
+				     "CreateKeyPackage option \"%.64s\" of type %s is unknown; known: "
+				     "identity (ay or s), not_before (t), not_after (t), lifetime_days "
+				     "(u), extensions (a(qay)), leaf_extensions (a(qay)), last_resort "
+				     "(b)",
+				     key, sig);
+		dbus_free(sig);
+		if (r < 0)
+			return r;
+		dbus_message_iter_next(&arr);
+	}
+	return mk_kp_options_check(&k->o);
+}
+
+static int check_create_key_package(mk_bus *b, job *j)
+{
+	DBusMessageIter it;
+	const mk_suite *s;
+	kp_opts k;
+	int r;
+
+	(void)b;
+	dbus_message_iter_init(j->msg, &it);
+	r = check_key_uri(j, get_s(&it));
+	if (r < 0)
+		return r;
+	j->q1 = get_q(&it);
+	r = mk_check_suite(j->q1, &s);
+	if (r < 0)
+		return r;
+	return kp_parse_options(&it, &k);
+}
+
+static void run_create_key_package(job *j)
+{
+	mk_kp_created out = { 0 };
+	DBusMessageIter it;
+	kp_opts k;
+
+	dbus_message_iter_init(j->msg, &it);
+	dbus_message_iter_next(&it);
+	dbus_message_iter_next(&it);
+	/* checked on the bus thread already: this only finds the borrowed values again */
+	j->result = kp_parse_options(&it, &k);
+	if (j->result == 0)
+		j->result = mk_agent_create_key_package(j->bus->agent, &j->caller, j->uri, j->q1,
+							&k.o, &out);
+	if (j->result < 0)
+		return;
+	j->keys_changed = true;
+	j->reply = dbus_message_new_method_return(j->msg);
+	if (j->reply)
+		dbus_message_iter_init_append(j->reply, &it);
+	if (j->reply && !(append_ay(&it, out.message.data, out.message.len) &&
+			  dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &out.init_key_uri) &&
+			  dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &out.leaf_key_uri) &&
+			  append_ay(&it, out.ref.data, out.ref.len))) {
+		dbus_message_unref(j->reply);
+		j->reply = NULL;
+	}
+	if (j->reply)
+		mk_log(LOG_NOTICE, "created a KeyPackage for suite %u: init key %s, leaf key %s",
+		       j->q1, out.init_key_uri, out.leaf_key_uri);
+	mk_kp_created_clear(&out);
+}
+
 /* ListSlots: every slot of every module, with what is in it (agent/tokens.h). */
 static void run_list_slots(job *j)
 {
@@ -866,6 +1047,8 @@ static const method methods[] = {
 	{ "HpkeOpen", "sqqayayayay", "ay", check_hpke_open, run_hpke_open },
 	{ "Lock", "s", "", check_lock, run_lock },
 	{ "ListSlots", "", "a(sa{sv})", check_none, run_list_slots },
+	{ "CreateKeyPackage", "sqa{sv}", "ayssay", check_create_key_package,
+	  run_create_key_package },
 };
 
 /* --- jobs ---------------------------------------------------------------------------------- */

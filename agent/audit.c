@@ -455,7 +455,7 @@ int mk_audit_open(const char *path, mk_audit **ret)
 		goto fail;
 	append_record(a, MK_AUDIT_EVENT_START, NULL, NULL);
 	a->started = true;
-	mk_log(LOG_INFO, "audit trail: %s, continuing at record %llu", path, a->seq - 1);
+	mk_log(LOG_INFO, "audit trail: %s (this start is record %llu)", path, a->seq - 1);
 	*ret = a;
 	return 0;
 fail:

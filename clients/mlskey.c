@@ -63,6 +63,7 @@ static const char main_help[] =
 	"    decrypt    DecryptWithLabel (or an HPKE open) on the token\n"
 	"    lock       log the agent out of a token, so that the next use asks for the PIN\n"
 	"    bench      measure the agent against the same operations in-process\n"
+	"    audit      verify the agent's audit file (mlskey audit verify FILE)\n"
 	"\n"
 	"OPTIONS\n"
 	COMMON_OPTIONS_TEXT
@@ -969,6 +970,7 @@ static const struct {
 	{ "delete", cmd_delete },   { "pubkey", cmd_pubkey },	  { "sign", cmd_sign },
 	{ "verify", cmd_verify },   { "encrypt", cmd_encrypt },	  { "decrypt", cmd_decrypt },
 	{ "lock", cmd_lock },	    { "bench", cli_bench },
+	{ "audit", cli_audit },
 };
 
 int main(int argc, char **argv)
@@ -1003,7 +1005,7 @@ int main(int argc, char **argv)
 	}
 	if (optind >= argc)
 		return cli_usage_error(&g, "a command is missing: tokens, keys, generate, delete, "
-				       "pubkey, sign, verify, encrypt, decrypt, lock or bench "
+				       "pubkey, sign, verify, encrypt, decrypt, lock, bench or audit "
 				       "(see mlskey --help)");
 	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
 		if (strcmp(argv[optind], commands[i].name) == 0) {

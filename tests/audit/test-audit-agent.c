@@ -17,6 +17,7 @@
 #include "agent/audit-format.h"
 #include "agent/mls.h"
 #include "tests/agent/agent-test.h"
+#include "tests/shim/shim.h"
 
 static const char *addr;
 static char addr_arg[512];
@@ -58,8 +59,8 @@ static void which(const char *name, char *buf)
 		mkt_skip_all("%s not installed", name);
 }
 
-/* Starts mlskeyd with extra args, its stderr into log (appended). */
-static pid_t start_agent(const char *log, const char *const *extra)
+/* Starts mlskeyd with extra args (with the PKCS#11 shim as its module), stderr into log. */
+static pid_t start_agent_with(const char *log, const char *const *extra, bool shim)
 {
 	int saved = dup(STDERR_FILENO), fd;
 	pid_t pid;
@@ -69,10 +70,15 @@ static pid_t start_agent(const char *log, const char *const *extra)
 	if (saved < 0 || fd < 0 || dup2(fd, STDERR_FILENO) < 0)
 		mkt_bail("cannot redirect stderr to %s", log);
 	close(fd);
-	pid = mkt_agent_start(extra);
+	pid = shim ? mkt_shim_agent_start(extra) : mkt_agent_start(extra);
 	dup2(saved, STDERR_FILENO);
 	close(saved);
 	return pid;
+}
+
+static pid_t start_agent(const char *log, const char *const *extra)
+{
+	return start_agent_with(log, extra, false);
 }
 
 static char *slurp(const char *path)
@@ -507,6 +513,102 @@ static void system_mode(const char *log)
 	free(rs);
 }
 
+/* SignWithLabel sent without waiting; the pending reply. */
+static DBusPendingCall *sign_start(DBusConnection *c, const char *key)
+{
+	DBusMessage *m = agent_call_new("SignWithLabel");
+	DBusPendingCall *p = NULL;
+	const char *label = "LeafNodeTBS";
+	dbus_uint16_t suite = 2;
+
+	dbus_message_append_args(m, DBUS_TYPE_STRING, &key, DBUS_TYPE_UINT16, &suite,
+				 DBUS_TYPE_STRING, &label, DBUS_TYPE_INVALID);
+	append_ay(m, content1, sizeof(content1));
+	if (!dbus_connection_send_with_reply(c, m, &p, 20000) || !p)
+		mkt_bail("cannot send SignWithLabel");
+	dbus_connection_flush(c);
+	dbus_message_unref(m);
+	return p;
+}
+
+/* Waits for a pending call; its error name, or "" on success. */
+static const char *sign_end(DBusPendingCall *p, char *buf, size_t cap)
+{
+	DBusMessage *r;
+
+	dbus_pending_call_block(p);
+	r = dbus_pending_call_steal_reply(p);
+	dbus_pending_call_unref(p);
+	snprintf(buf, cap, "%s", r && dbus_message_get_type(r) == DBUS_MESSAGE_TYPE_ERROR
+					 ? dbus_message_get_error_name(r)
+					 : "");
+	if (r)
+		dbus_message_unref(r);
+	return buf;
+}
+
+/*
+ * Refusals that never reach the worker's reply: a token that hangs (the shim holds C_Sign)
+ * answered by the watchdog with TokenError, and Busy when the token's queue is full. Each
+ * call still leaves exactly one record.
+ */
+static void watchdog_and_busy(const char *log)
+{
+	char text[1024], audit[512], key[1024], e1[256], e2[256], e3[256];
+	records *rs = calloc(1, sizeof(*rs));
+	DBusPendingCall *p1, *p2, *p3;
+	DBusConnection *c;
+	const char *conf;
+	size_t calls = 0;
+	pid_t pid;
+
+	mkt_shim_setup();
+	snprintf(audit, sizeof(audit), "%s/audit-hung.jsonl", mkt_tmpdir());
+	snprintf(text, sizeof(text), "[agent]\naudit-file = %s\ntoken-timeout = 1\nworkers = 1\n"
+				     "max-queue = 1\npcsc = no\n", audit);
+	conf = mkt_write_file("hung.conf", text);
+	{
+		const char *const extra[] = { "--config", conf, NULL };
+
+		pid = start_agent_with(log, extra, true);
+	}
+	c = bus_open(addr);
+	if (agent_generate(c, "pkcs11:token=alice", "signature", "ecdsa-p256", "hung", key,
+			   sizeof(key)) < 0)
+		mkt_bail("cannot generate a key through the shim");
+	calls++;
+	mkt_ok(!sign_end(sign_start(c, key), e1, sizeof(e1))[0], "a signature while the token answers");
+	calls++;
+	mkt_shim_control("sign_delay_ms=2500\n");
+	p1 = sign_start(c, key);
+	for (int i = 0; i < 100 && mkt_shim_count("C_Sign delayed") == 0; i++)
+		usleep(10000);
+	p2 = sign_start(c, key); /* waits behind it: the queue is full */
+	usleep(100000);
+	p3 = sign_start(c, key); /* no room */
+	sign_end(p1, e1, sizeof(e1));
+	sign_end(p2, e2, sizeof(e2));
+	sign_end(p3, e3, sizeof(e3));
+	calls += 3;
+	mkt_ok(!strcmp(e1, "org.mlskey.Error.TokenError"), "the hung signature: %s", e1);
+	mkt_ok(!strcmp(e3, "org.mlskey.Error.Busy") || !strcmp(e2, "org.mlskey.Error.Busy"),
+	       "a signature with no room in the queue: %s / %s", e2, e3);
+	mkt_shim_control("");
+	usleep(2600000); /* the worker comes back from the module: its late result goes nowhere */
+	bus_close(c);
+	mkt_ok(mkt_agent_stop(pid) == 0, "the agent stops cleanly");
+	records_read(rs, audit);
+	mkt_ok(rs->n == calls + 2, "one record per call, also when the watchdog answered (%zu "
+				   "records, %zu calls)", rs->n, calls);
+	mkt_ok(count(rs, "SignWithLabel", "org.mlskey.Error.TokenError") >= 1,
+	       "  TokenError from the watchdog is recorded");
+	mkt_ok(count(rs, "SignWithLabel", "org.mlskey.Error.Busy") >= 1, "  Busy is recorded");
+	mkt_ok(verify(audit) == 0, "  verify: intact");
+	for (size_t i = 0; i < rs->n; i++)
+		json_object_put(rs->r[i]);
+	free(rs);
+}
+
 int main(void)
 {
 	char text[1024], audit[512], log[512], sock[600];
@@ -538,5 +640,6 @@ int main(void)
 		system_mode(log);
 	else
 		mkt_diag("not root or no setpriv: system mode's other users are not tried");
+	watchdog_and_busy(log);
 	return mkt_done();
 }

@@ -32,6 +32,18 @@ struct mk_audit {
 	bool started;            /* the "start" record was written: "stop" goes with it */
 };
 
+/* 32 bytes as 64 lower-case hex digits and a NUL (no printf: this is on every call). */
+static void to_hex(const unsigned char md[32], char hex[65])
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < 32; i++) {
+		hex[2 * i] = digits[md[i] >> 4];
+		hex[2 * i + 1] = digits[md[i] & 15];
+	}
+	hex[64] = '\0';
+}
+
 int mk_audit_sha256_hex(const void *p, size_t n, char hex[65])
 {
 	unsigned char md[32];
@@ -39,8 +51,7 @@ int mk_audit_sha256_hex(const void *p, size_t n, char hex[65])
 
 	if (!EVP_Digest(p, n, md, &len, EVP_sha256(), NULL) || len != 32)
 		return -ENOMEM;
-	for (size_t i = 0; i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	to_hex(md, hex);
 	return 0;
 }
 
@@ -82,6 +93,11 @@ static char *clean(const char *s, bool for_log)
 
 	if (for_log && !*p)
 		return strdup("-");
+	/* the common case, a plain ASCII path or URI, is copied as it is */
+	for (q = (char *)p; *q >= 0x21 && *q <= 0x7e && *q != '\\'; q++)
+		;
+	if (!*q)
+		return strdup((const char *)p);
 	out = malloc(strlen((const char *)p) * 4 + 1);
 	if (!out)
 		return NULL;
@@ -321,8 +337,8 @@ static int hash_range(int fd, off_t from, off_t to, char hex[65], char *buf)
 	if (r == 0 && (!EVP_DigestFinal_ex(ctx, md, &mdlen) || mdlen != 32))
 		r = -ENOMEM;
 	EVP_MD_CTX_free(ctx);
-	for (size_t i = 0; r == 0 && i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	if (r == 0)
+		to_hex(md, hex);
 	return r;
 }
 

@@ -88,15 +88,15 @@ static size_t utf8_len(const unsigned char *p)
  */
 static char *clean(const char *s, bool for_log)
 {
-	const unsigned char *p = (const unsigned char *)(s ? s : "");
+	const unsigned char *p = (const unsigned char *)(s ? s : ""), *e;
 	char *out, *q;
 
 	if (for_log && !*p)
 		return strdup("-");
 	/* the common case, a plain ASCII path or URI, is copied as it is */
-	for (q = (char *)p; *q >= 0x21 && *q <= 0x7e && *q != '\\'; q++)
+	for (e = p; *e >= 0x21 && *e <= 0x7e && *e != '\\'; e++)
 		;
-	if (!*q)
+	if (!*e)
 		return strdup((const char *)p);
 	out = malloc(strlen((const char *)p) * 4 + 1);
 	if (!out)

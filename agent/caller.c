@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -208,14 +209,23 @@ int mk_caller_groups_from_status(const char *status, gid_t *gids, size_t cap, si
 	return 0;
 }
 
-/* Reads at most cap-1 bytes of a small file (a /proc file) into buf, NUL-terminated. */
+/*
+ * Reads at most cap-1 bytes of a small regular file into buf, NUL-terminated. The caller's
+ * /.flatpak-info is the caller's to choose: no symlink (it would resolve in our root), no
+ * FIFO (the bus thread must not wait on it).
+ */
 static int read_small(const char *path, char *buf, size_t cap)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK);
+	struct stat st;
 	size_t n = 0;
 
 	if (fd < 0)
 		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
 	while (n + 1 < cap) {
 		ssize_t k = read(fd, buf + n, cap - 1 - n);
 

@@ -193,6 +193,23 @@ static void test_identify(void)
 	mkt_ok(n == 3 && g[0] == 1000 && g[1] == 1000 && g[2] == 100, "  groups from status (%zu)",
 	       n);
 
+	/* a .flatpak-info that is a symlink or a FIFO is not followed nor waited on */
+	{
+		char fp[800];
+
+		snprintf(fp, sizeof(fp), "%s/.flatpak-info", sub);
+		unlink(fp);
+		if (symlink("/etc/passwd", fp) < 0)
+			mkt_bail("symlink: %s", strerror(errno));
+		r = mk_caller_identify(root, self, -1, &c, NULL, 0, NULL);
+		mkt_ok(r == 0 && c.app_id[0] == '\0', "a .flatpak-info symlink is not followed");
+		unlink(fp);
+		if (mkfifo(fp, 0600) < 0)
+			mkt_bail("mkfifo: %s", strerror(errno));
+		r = mk_caller_identify(root, self, -1, &c, NULL, 0, NULL);
+		mkt_ok(r == 0 && c.app_id[0] == '\0', "a .flatpak-info FIFO is not waited on");
+	}
+
 	/* the real /proc: this test program itself */
 	memset(&c, 0, sizeof(c));
 	c.pid = self;

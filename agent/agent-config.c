@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
+#include <grp.h>
 #include <ini.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +53,9 @@ void mk_config_clear(mk_config *c)
 		free(c->tokens[i].pin_file);
 	}
 	free(c->tokens);
+	free(c->allow_users);
+	free(c->allow_groups);
+	free(c->audit_file);
 	free(c->address);
 	free(c->pinentry);
 	memset(c, 0, sizeof(*c));
@@ -127,6 +132,80 @@ static int set_modules(mk_config *c, const char *value)
 		r = mk_config_add_module(c, tok);
 		if (r < 0)
 			return r;
+	}
+	return 0;
+}
+
+/* A uid or gid: all digits, below the "no id" value (uid_t)-1. */
+static bool parse_id(const char *s, unsigned long *ret)
+{
+	unsigned long v;
+	char *end;
+
+	if (s[0] < '0' || s[0] > '9')
+		return false;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v >= (unsigned long)(uid_t)-1)
+		return false;
+	*ret = v;
+	return true;
+}
+
+/*
+ * allow-users / allow-groups: names or numbers, space or comma separated, appended to the
+ * list. Names are resolved now, so that a typo stops the agent instead of locking out a user.
+ */
+static int set_allow(mk_config *c, const char *key, const char *value, bool groups)
+{
+	_cleanup_free_ char *copy = strdup(value);
+	char *save = NULL, *tok;
+	size_t *n = groups ? &c->n_allow_groups : &c->n_allow_users;
+
+	if (!copy)
+		return -ENOMEM;
+	if (!c->system_mode)
+		return mk_error(-EINVAL, "%s is only for an agent that serves other users (mlskeyd "
+				"--system); in session mode only the session's own user may call "
+				"the agent, so remove this line",
+				key);
+	for (tok = strtok_r(copy, " \t,", &save); tok; tok = strtok_r(NULL, " \t,", &save)) {
+		unsigned long id;
+		void *a;
+
+		if (!parse_id(tok, &id)) {
+			if (groups) {
+				struct group *g = getgrnam(tok);
+
+				if (!g)
+					return mk_error(-EINVAL, "%s: there is no group \"%.64s\" on "
+							"this system", key, tok);
+				id = g->gr_gid;
+			} else {
+				struct passwd *p = getpwnam(tok);
+
+				if (!p)
+					return mk_error(-EINVAL, "%s: there is no user \"%.64s\" on "
+							"this system", key, tok);
+				id = p->pw_uid;
+			}
+		}
+		if (*n >= MK_CONFIG_MAX_ALLOW)
+			return mk_error(-E2BIG, "%s: more than %d entries", key, MK_CONFIG_MAX_ALLOW);
+		if (groups) {
+			a = realloc(c->allow_groups, (*n + 1) * sizeof(gid_t));
+			if (!a)
+				return -ENOMEM;
+			c->allow_groups = a;
+			c->allow_groups[*n] = (gid_t)id;
+		} else {
+			a = realloc(c->allow_users, (*n + 1) * sizeof(uid_t));
+			if (!a)
+				return -ENOMEM;
+			c->allow_users = a;
+			c->allow_users[*n] = (uid_t)id;
+		}
+		(*n)++;
 	}
 	return 0;
 }
@@ -224,10 +303,28 @@ int mk_config_set(mk_config *c, const char *key, const char *value)
 			c->idle_logout = (unsigned)n;
 		return r;
 	}
+	if (!strcmp(key, "allow-users"))
+		return set_allow(c, key, value, false);
+	if (!strcmp(key, "allow-groups"))
+		return set_allow(c, key, value, true);
+	if (!strcmp(key, "audit-file")) {
+		char *p;
+
+		if (value[0] != '/')
+			return mk_error(-EINVAL, "audit-file must be an absolute path, not \"%s\"",
+					value);
+		p = strdup(value);
+		if (!p)
+			return -ENOMEM;
+		free(c->audit_file);
+		c->audit_file = p;
+		return 0;
+	}
 	return mk_error(-EINVAL,
 			"unknown setting \"%s\" (known: pinentry, pinentry-timeout, p11-kit, "
 			"modules, log-level, max-array-bytes, max-label-bytes, workers, max-queue, "
-			"worker-spin-us, pin-attempts, idle-logout, token-timeout, slot-poll-ms, pcsc)",
+			"worker-spin-us, pin-attempts, idle-logout, token-timeout, slot-poll-ms, pcsc, "
+			"allow-users, allow-groups, audit-file)",
 			key);
 }
 

@@ -16,6 +16,14 @@
  *   worker-spin-us = 200         how long an idle worker stays awake for the next call
  *   pin-attempts = 3             PIN dialogs per call after wrong PINs, in all (1 .. 10)
  *   idle-logout = 900            seconds without an operation before C_Logout (0: never)
+ *   allow-users = NAME|UID ...   system mode (--system) only: users who may call the agent
+ *   allow-groups = NAME|GID ...  system mode only: members of these groups may call it
+ *   audit-file = /abs/path       the audit trail also as hash-chained JSON lines (docs/AUDIT.md)
+ *
+ * allow-users and allow-groups take names or numbers, separated by spaces or commas; each
+ * line adds to the list. Names are resolved when the file is read (an unknown one is an
+ * error naming the line). In session mode they are refused: there only the session's own
+ * user may call. The agent's own user may always call.
  *
  *   [token]
  *   uri = pkcs11:token=hsm1;serial=42  the tokens this entry is for (a token URI)
@@ -30,6 +38,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 typedef enum mk_bus_kind {
 	MK_BUS_SESSION,
@@ -42,6 +51,7 @@ typedef enum mk_bus_kind {
 #define MK_CONFIG_MAX_WORKERS 64
 #define MK_CONFIG_MAX_TOKENS 64
 #define MK_CONFIG_MAX_PIN_ATTEMPTS 10
+#define MK_CONFIG_MAX_ALLOW 1024 /* entries of allow-users, of allow-groups */
 
 /* An entry of a [token] section. */
 typedef struct mk_config_token {
@@ -52,6 +62,7 @@ typedef struct mk_config_token {
 typedef struct mk_config {
 	mk_bus_kind bus;
 	char *address;          /* MK_BUS_ADDRESS */
+	bool system_mode;       /* --system: a service for other users (also on a --address bus) */
 	char *pinentry;         /* never NULL after mk_config_init */
 	unsigned pinentry_timeout; /* seconds, >= 1 */
 	bool use_p11_kit;
@@ -71,6 +82,11 @@ typedef struct mk_config {
 	unsigned idle_logout;   /* seconds, 0 = never; at most a week */
 	mk_config_token *tokens; /* in file order */
 	size_t n_tokens;
+	uid_t *allow_users;     /* system mode: who else may call */
+	size_t n_allow_users;
+	gid_t *allow_groups;    /* system mode: members of these may call */
+	size_t n_allow_groups;
+	char *audit_file;       /* absolute path, or NULL */
 } mk_config;
 
 /* Fills c with the defaults. Returns 0 or -ENOMEM. Free with mk_config_clear(). */
@@ -81,7 +97,8 @@ void mk_config_clear(mk_config *c);
 
 /*
  * Sets one setting by its INI name ("pinentry", "max-queue", ...). "modules" replaces the
- * list with the separated paths in value. Returns 0, or -EINVAL with an mk_error() message
+ * list with the separated paths in value; "allow-users" and "allow-groups" add to theirs
+ * (and are -EINVAL unless c->system_mode is set first). Returns 0, or -EINVAL with an mk_error() message
  * naming the setting and the accepted values, or -ENOMEM.
  */
 int mk_config_set(mk_config *c, const char *key, const char *value);

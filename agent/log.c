@@ -64,6 +64,18 @@ void mk_log(int prio, const char *fmt, ...)
 		fprintf(stderr, "mlskeyd: %s: %s\n", names[prio & 7], buf);
 }
 
+void mk_log_audit(int prio, const char *line)
+{
+	static const char *const names[] = { "emerg", "alert", "crit", "error",
+					     "warning", "notice", "info", "debug" };
+	bool sys = syslog_present();
+
+	if (sys)
+		syslog(prio, "%s", line);
+	if (log_stderr || !sys)
+		fprintf(stderr, "mlskeyd: %s: %s\n", names[prio & 7], line);
+}
+
 int mk_log_level_from_name(const char *name)
 {
 	static const struct {

@@ -20,6 +20,12 @@ void mk_log_open(bool to_stderr, int max_level);
 /* Logs one message (printf format, no trailing newline needed) at a syslog priority. */
 void mk_log(int prio, const char *fmt, ...) _printf_(2, 3);
 
+/*
+ * Logs one audit line (agent/audit.h) at prio whatever the log level, in full however long
+ * (mk_log cuts at 1 KiB). The line must not end in a newline.
+ */
+void mk_log_audit(int prio, const char *line);
+
 /* True when a message at prio would be logged (to skip building expensive messages). */
 bool mk_log_enabled(int prio);
 

@@ -56,8 +56,10 @@ static void usage(FILE *f)
 		"\n"
 		"Bus (one of):\n"
 		"      --session            the session bus, DBUS_SESSION_BUS_ADDRESS (default)\n"
-		"      --system             the system bus (HSM servers)\n"
-		"      --address ADDR       a private bus, e.g. unix:path=/run/mlskey/bus\n"
+		"      --system             the system bus (HSM servers): serves the users and\n"
+		"                           groups of allow-users= and allow-groups= too\n"
+		"      --address ADDR       a private bus, e.g. unix:path=/run/mlskey/bus (in\n"
+		"                           session mode, or in system mode with --system)\n"
 		"\n"
 		"Tokens:\n"
 		"      --module PATH        load this PKCS#11 module (repeatable; replaces the\n"
@@ -76,8 +78,8 @@ static void usage(FILE *f)
 		"Options override the config file ([agent] section: pinentry, pinentry-timeout,\n"
 		"p11-kit, modules, log-level, max-array-bytes, max-label-bytes, workers,\n"
 		"max-queue, worker-spin-us, pin-attempts, idle-logout, token-timeout,\n"
-		"slot-poll-ms, pcsc; [token] sections: uri, pin-file, for tokens that log in\n"
-		"from a file).\n"
+		"slot-poll-ms, pcsc, allow-users, allow-groups, audit-file; [token] sections:\n"
+		"uri, pin-file, for tokens that log in from a file).\n"
 		"\n"
 		"Exit status: 0 after a clean stop; 1 on an error, or when another mlskeyd\n"
 		"already owns org.mlskey.Agent1 on the bus; 2 for a usage error.\n");
@@ -92,8 +94,11 @@ static int fail(int status, int r)
 	return status;
 }
 
-/* First pass: --help, --version and --config, which decide what the file says. */
-static int first_pass(int argc, char **argv, const char **ret_config)
+/*
+ * First pass: --help, --version and --config, which decide what the file says, and
+ * --system/--session, which decide which settings it may have (allow-users is for --system).
+ */
+static int first_pass(int argc, char **argv, const char **ret_config, bool *ret_system)
 {
 	int c;
 
@@ -110,6 +115,12 @@ static int first_pass(int argc, char **argv, const char **ret_config)
 		case OPT_CONFIG:
 			*ret_config = optarg;
 			break;
+		case OPT_SYSTEM:
+			*ret_system = true;
+			break;
+		case OPT_SESSION:
+			*ret_system = false;
+			break;
 		default:
 			break;
 		}
@@ -119,25 +130,26 @@ static int first_pass(int argc, char **argv, const char **ret_config)
 
 static int second_pass(int argc, char **argv, mk_config *cfg)
 {
-	bool modules_given = false;
+	bool modules_given = false, address_given = false;
 	int c, r = 0;
 
 	opterr = 1;
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
 		switch (c) {
+		/* the mode says who may call; the bus is its own, or --address */
 		case OPT_SYSTEM:
-			cfg->bus = MK_BUS_SYSTEM;
+			cfg->system_mode = true;
 			break;
 		case OPT_SESSION:
-			cfg->bus = MK_BUS_SESSION;
+			cfg->system_mode = false;
 			break;
 		case OPT_ADDRESS:
 			free(cfg->address);
 			cfg->address = strdup(optarg);
 			if (!cfg->address)
 				return -ENOMEM;
-			cfg->bus = MK_BUS_ADDRESS;
+			address_given = true;
 			break;
 		case OPT_MODULE:
 			if (!modules_given)
@@ -170,6 +182,7 @@ static int second_pass(int argc, char **argv, mk_config *cfg)
 	if (optind < argc)
 		return mk_error(-EINVAL, "unexpected argument \"%s\"; try 'mlskeyd --help'",
 				argv[optind]);
+	cfg->bus = address_given ? MK_BUS_ADDRESS : cfg->system_mode ? MK_BUS_SYSTEM : MK_BUS_SESSION;
 	if (!cfg->use_p11_kit && cfg->n_modules == 0)
 		return mk_error(-EINVAL, "--no-p11-kit leaves no module to load: add --module PATH");
 	return 0;
@@ -198,7 +211,7 @@ int main(int argc, char **argv)
 
 	if (mk_config_init(&cfg) < 0)
 		return 1;
-	if (first_pass(argc, argv, &config_path) == 0) {
+	if (first_pass(argc, argv, &config_path, &cfg.system_mode) == 0) {
 		mk_config_clear(&cfg);
 		return 0;
 	}

@@ -64,6 +64,10 @@ void cli_json_string(FILE *f, const char *s);
 /* Prints a help text to stdout and returns EXIT_OK. */
 int cli_help(const char *text);
 
+/* `mlskey audit verify FILE` (clients/audit-verify.c): exit 0 intact, 1 broken, 2 usage/IO. */
+int cli_audit(cli_global *g, int argc, char **argv);
+extern const char cli_audit_help[];
+
 /* `mlskey bench`. */
 int cli_bench(cli_global *g, int argc, char **argv);
 extern const char cli_bench_help[];

@@ -64,6 +64,7 @@ static const char main_help[] =
 	"    lock       log the agent out of a token, so that the next use asks for the PIN\n"
 	"    keypackage make MLS KeyPackages whose private keys stay on the token\n"
 	"    bench      measure the agent against the same operations in-process\n"
+	"    audit      verify the agent's audit file (mlskey audit verify FILE)\n"
 	"\n"
 	"OPTIONS\n"
 	COMMON_OPTIONS_TEXT
@@ -971,6 +972,7 @@ static const struct {
 	{ "verify", cmd_verify },   { "encrypt", cmd_encrypt },	  { "decrypt", cmd_decrypt },
 	{ "lock", cmd_lock },	    { "bench", cli_bench },
 	{ "keypackage", cli_keypackage },
+	{ "audit", cli_audit },
 };
 
 int main(int argc, char **argv)
@@ -1005,8 +1007,8 @@ int main(int argc, char **argv)
 	}
 	if (optind >= argc)
 		return cli_usage_error(&g, "a command is missing: tokens, keys, generate, delete, "
-				       "pubkey, sign, verify, encrypt, decrypt, lock, keypackage or "
-				       "bench (see mlskey --help)");
+				       "pubkey, sign, verify, encrypt, decrypt, lock, keypackage, "
+				       "bench or audit (see mlskey --help)");
 	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
 		if (strcmp(argv[optind], commands[i].name) == 0) {
 			g.cmd = commands[i].name;

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/audit.h"
+#include "agent/caller.h"
 #include "agent/check.h"
 #include "agent/keypackage-op.h"
 #include "agent/log.h"
@@ -30,6 +32,8 @@ typedef struct peer {
 	struct peer *next;
 	char *name; /* unique bus name */
 	mk_caller caller;
+	gid_t *gids; /* its groups (for allow-groups), n_gids of them */
+	size_t n_gids;
 } peer;
 
 typedef struct tmo {
@@ -64,6 +68,8 @@ struct mk_bus {
 	/* cards and tokens that come and go, calls whose token hangs (agent/tokens.h) */
 	mk_tokens *tokens;
 	atomic_bool keys_changed;
+	/* the audit trail (agent/audit.h): every call, allowed or refused */
+	mk_audit *audit;
 };
 
 typedef struct method method;
@@ -79,6 +85,8 @@ struct job {
 	DBusMessage *msg; /* referenced: the borrowed arguments below point into it */
 	DBusMessage *reply;
 	mk_caller caller;
+	bool caller_known; /* the bus said who called (for the audit) */
+	bool checked;      /* the arguments passed their checks (the input is hashed) */
 	char *queue;      /* the token's worker queue */
 	const char *uri;  /* key or token */
 	const char *s1, *s2, *label;
@@ -236,6 +244,13 @@ static unsigned hash_name(const char *s)
 	return h % PEER_BUCKETS;
 }
 
+static void peer_free(peer *p)
+{
+	free(p->name);
+	free(p->gids);
+	free(p);
+}
+
 static void peers_clear(mk_bus *b)
 {
 	for (size_t i = 0; i < PEER_BUCKETS; i++) {
@@ -243,8 +258,7 @@ static void peers_clear(mk_bus *b)
 
 		while ((p = b->peers[i])) {
 			b->peers[i] = p->next;
-			free(p->name);
-			free(p);
+			peer_free(p);
 		}
 	}
 	b->n_peers = 0;
@@ -259,26 +273,94 @@ static void peer_forget(mk_bus *b, const char *name)
 			peer *p = *pp;
 
 			*pp = p->next;
-			free(p->name);
-			free(p);
+			peer_free(p);
 			b->n_peers--;
 			return;
 		}
 }
 
-/* Asks the bus who `name` is (uid, pid), once per connection. Bus thread only. */
-static int peer_lookup(mk_bus *b, const char *name, mk_caller *ret)
+/* The credentials GetConnectionCredentials gave: uid, pid, groups, a pidfd (dbus-broker). */
+typedef struct creds {
+	bool have_uid, have_gids;
+	uid_t uid;
+	pid_t pid;
+	gid_t gids[MK_CALLER_MAX_GROUPS];
+	size_t n_gids;
+	int pidfd;
+} creds;
+
+static void creds_parse(DBusMessage *reply, creds *c)
+{
+	DBusMessageIter it, arr;
+
+	dbus_message_iter_init(reply, &it);
+	if (dbus_message_iter_get_arg_type(&it) != DBUS_TYPE_ARRAY)
+		return;
+	dbus_message_iter_recurse(&it, &arr);
+	while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_DICT_ENTRY) {
+		DBusMessageIter e, v;
+		const char *key;
+		int type;
+
+		dbus_message_iter_recurse(&arr, &e);
+		dbus_message_iter_get_basic(&e, &key);
+		dbus_message_iter_next(&e);
+		dbus_message_iter_recurse(&e, &v);
+		type = dbus_message_iter_get_arg_type(&v);
+		if (type == DBUS_TYPE_UINT32) {
+			dbus_uint32_t u;
+
+			dbus_message_iter_get_basic(&v, &u);
+			if (strcmp(key, "UnixUserID") == 0) {
+				c->uid = (uid_t)u;
+				c->have_uid = true;
+			} else if (strcmp(key, "ProcessID") == 0) {
+				c->pid = (pid_t)u;
+			}
+		} else if (type == DBUS_TYPE_ARRAY && strcmp(key, "UnixGroupIDs") == 0) {
+			DBusMessageIter g;
+
+			dbus_message_iter_recurse(&v, &g);
+			c->have_gids = true;
+			while (dbus_message_iter_get_arg_type(&g) == DBUS_TYPE_UINT32 &&
+			       c->n_gids < MK_CALLER_MAX_GROUPS) {
+				dbus_uint32_t u;
+
+				dbus_message_iter_get_basic(&g, &u);
+				c->gids[c->n_gids++] = (gid_t)u;
+				dbus_message_iter_next(&g);
+			}
+		} else if (type == DBUS_TYPE_UNIX_FD && strcmp(key, "ProcessFD") == 0 &&
+			   c->pidfd < 0) {
+			/* libdbus hands out a duplicate: ours to close */
+			dbus_message_iter_get_basic(&v, &c->pidfd);
+		}
+		dbus_message_iter_next(&arr);
+	}
+}
+
+/*
+ * Asks the bus who `name` is (uid, pid, groups, and a pidfd where the bus gives one), then
+ * the kernel (agent/caller.h: executable, unit, Flatpak app id, start time); once per
+ * connection. *ret stays valid until the next peer_lookup or peer_forget. *seen gets the
+ * caller as far as it is known, also when the lookup fails (for the audit trail), and
+ * *seen_known whether the bus said who it is. Bus thread only.
+ */
+static int peer_lookup(mk_bus *b, const char *name, mk_caller *seen, bool *seen_known,
+		       const peer **ret)
 {
 	DBusMessage *call, *reply;
-	DBusMessageIter it, arr;
 	DBusError err;
-	bool have_uid = false;
+	_cleanup_free_ creds *c = NULL;
 	peer *p;
 	unsigned h = hash_name(name);
+	int r;
 
 	for (p = b->peers[h]; p; p = p->next)
 		if (strcmp(p->name, name) == 0) {
-			*ret = p->caller;
+			*seen = p->caller;
+			*seen_known = true;
+			*ret = p;
 			return 0;
 		}
 	call = dbus_message_new_method_call(DBUS_SERVICE_DBUS, DBUS_PATH_DBUS, DBUS_INTERFACE_DBUS,
@@ -292,61 +374,57 @@ static int peer_lookup(mk_bus *b, const char *name, mk_caller *ret)
 	reply = dbus_connection_send_with_reply_and_block(b->conn, call, 5000, &err);
 	dbus_message_unref(call);
 	if (!reply) {
-		int r = mk_error(-EACCES, "cannot identify the caller %s: %s", name, err.message);
-
+		r = mk_error(-EACCES, "cannot identify the caller %s: %s", name, err.message);
 		dbus_error_free(&err);
 		return r;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		dbus_message_unref(reply);
+		return -ENOMEM;
+	}
+	c->pidfd = -1;
+	creds_parse(reply, c);
+	dbus_message_unref(reply);
+	if (!c->have_uid) {
+		if (c->pidfd >= 0)
+			close(c->pidfd);
+		return mk_error(-EACCES, "the bus did not say which user %s is", name);
 	}
 	p = calloc(1, sizeof(*p));
 	if (!p || !(p->name = strdup(name))) {
 		free(p);
-		dbus_message_unref(reply);
+		if (c->pidfd >= 0)
+			close(c->pidfd);
 		return -ENOMEM;
 	}
-	dbus_message_iter_init(reply, &it);
-	if (dbus_message_iter_get_arg_type(&it) == DBUS_TYPE_ARRAY) {
-		dbus_message_iter_recurse(&it, &arr);
-		while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_DICT_ENTRY) {
-			DBusMessageIter e, v;
-			const char *key;
-			dbus_uint32_t u;
-
-			dbus_message_iter_recurse(&arr, &e);
-			dbus_message_iter_get_basic(&e, &key);
-			dbus_message_iter_next(&e);
-			dbus_message_iter_recurse(&e, &v);
-			if (dbus_message_iter_get_arg_type(&v) == DBUS_TYPE_UINT32) {
-				dbus_message_iter_get_basic(&v, &u);
-				if (strcmp(key, "UnixUserID") == 0) {
-					p->caller.uid = (uid_t)u;
-					have_uid = true;
-				} else if (strcmp(key, "ProcessID") == 0) {
-					p->caller.pid = (pid_t)u;
-				}
-			}
-			dbus_message_iter_next(&arr);
-		}
+	p->caller.uid = c->uid;
+	p->caller.pid = c->pid;
+	/* without UnixGroupIDs from the bus, the groups come from /proc/PID/status */
+	r = mk_caller_identify("/proc", c->pid, c->pidfd, &p->caller,
+			       c->have_gids ? NULL : c->gids, MK_CALLER_MAX_GROUPS, &c->n_gids);
+	if (c->pidfd >= 0)
+		close(c->pidfd);
+	*seen = p->caller;
+	*seen_known = true;
+	if (r == 0 && c->n_gids > 0) {
+		p->gids = malloc(c->n_gids * sizeof(gid_t));
+		if (!p->gids)
+			r = -ENOMEM;
+		else
+			memcpy(p->gids, c->gids, c->n_gids * sizeof(gid_t));
+		p->n_gids = c->n_gids;
 	}
-	dbus_message_unref(reply);
-	if (!have_uid) {
-		free(p->name);
-		free(p);
-		return mk_error(-EACCES, "the bus did not say which user %s is", name);
-	}
-	if (p->caller.pid > 0) {
-		char link[64];
-		ssize_t n;
-
-		snprintf(link, sizeof(link), "/proc/%d/exe", (int)p->caller.pid);
-		n = readlink(link, p->caller.exe, sizeof(p->caller.exe) - 1);
-		p->caller.exe[n > 0 ? n : 0] = '\0';
+	if (r < 0) {
+		peer_free(p);
+		return r;
 	}
 	if (b->n_peers >= PEER_MAX)
 		peers_clear(b);
 	p->next = b->peers[h];
 	b->peers[h] = p;
 	b->n_peers++;
-	*ret = p->caller;
+	*ret = p;
 	return 0;
 }
 
@@ -1063,21 +1141,55 @@ static void job_free(job *j)
 	free(j);
 }
 
+/*
+ * What the audit trail records of a method beyond its caller, URI and result (docs/AUDIT.md):
+ * whether j->label is an MLS label, which j->ay[] is "the input" whose SHA-256 is logged,
+ * and whether it only reads (logged at a lower priority). Methods not listed: none, none, no.
+ */
+static const struct audit_shape {
+	const char *method;
+	bool mls_label;
+	int input; /* index into j->ay, -1: none */
+	bool read_only;
+} audit_shapes[] = {
+	{ "ListTokens", false, -1, true },   { "ListKeys", false, -1, true },
+	{ "ListSlots", false, -1, true },    { "GetPublicKey", false, -1, true },
+	{ "SignWithLabel", true, 0, false }, /* the content */
+	{ "DecryptWithLabel", true, 2, false }, /* the ciphertext */
+	{ "HpkeOpen", false, 3, false },     /* the ciphertext */
+};
+
+/* One audit record for the job with result r (any thread; r < 0 carries its message). */
+static void job_audit(job *j, int r)
+{
+	const struct audit_shape *shape = NULL;
+	mk_audit_event e = {
+		.caller = j->caller_known ? &j->caller : NULL,
+		.method = j->m->name,
+		.uri = j->uri,
+		.error_name = r < 0 ? mk_bus_error_name(r) : NULL,
+		.error_text = r < 0 ? mk_error_text(r) : NULL,
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(audit_shapes); i++)
+		if (strcmp(j->m->name, audit_shapes[i].method) == 0)
+			shape = &audit_shapes[i];
+	if (shape) {
+		e.label = shape->mls_label ? j->label : NULL;
+		e.read_only = shape->read_only;
+		/* an input is hashed only once the arguments passed their checks */
+		if (shape->input >= 0 && j->checked) {
+			e.input = j->ay[shape->input].p;
+			e.input_len = j->ay[shape->input].n;
+			e.has_input = true;
+		}
+	}
+	mk_audit_log(j->bus->audit, &e);
+}
+
 static void job_log(job *j)
 {
-	int prio = j->result < 0 ? LOG_NOTICE : LOG_INFO;
-
-	if (!mk_log_enabled(prio))
-		return;
-	if (j->result < 0)
-		mk_log(prio, "%s uid=%u pid=%d exe=%s uri=%s: %s: %s", j->m->name,
-		       (unsigned)j->caller.uid, (int)j->caller.pid,
-		       j->caller.exe[0] ? j->caller.exe : "?", j->uri ? j->uri : "-",
-		       mk_error_name(j->result), mk_error_text(j->result));
-	else
-		mk_log(prio, "%s uid=%u pid=%d exe=%s uri=%s: ok", j->m->name,
-		       (unsigned)j->caller.uid, (int)j->caller.pid,
-		       j->caller.exe[0] ? j->caller.exe : "?", j->uri ? j->uri : "-");
+	job_audit(j, j->result);
 }
 
 static void emit(mk_bus *b, const char *signal)
@@ -1194,9 +1306,7 @@ static void answer_early(void *p, int r, void *userdata)
 		dbus_connection_send(b->conn, e, NULL);
 		dbus_message_unref(e);
 	}
-	mk_log(LOG_NOTICE, "%s uid=%u pid=%d exe=%s uri=%s: %s: %s", j->m->name,
-	       (unsigned)j->caller.uid, (int)j->caller.pid, j->caller.exe[0] ? j->caller.exe : "?",
-	       j->uri ? j->uri : "-", mk_error_name(r), mk_error_text(r));
+	job_audit(j, r);
 }
 
 /* --- dispatch (bus thread) ------------------------------------------------------------------ */
@@ -1362,16 +1472,20 @@ static void handle_call(mk_bus *b, DBusMessage *msg, const method *m)
 	j->m = m;
 	j->msg = dbus_message_ref(msg);
 	/* who first (another user learns nothing, not even about its arguments), then what */
-	r = peer_lookup(b, sender ? sender : "", &j->caller);
+	{
+		const peer *p = NULL;
+
+		r = peer_lookup(b, sender ? sender : "", &j->caller, &j->caller_known, &p);
+		if (r == 0)
+			r = mk_caller_access(b->cfg, b->uid, p->caller.uid, p->gids, p->n_gids);
+	}
 	j->caller.t_call_ns = mk_agent_clock_ns(); /* waiting calls share a PIN dialog's end */
-	if (r == 0 && j->caller.uid != b->uid)
-		r = mk_error(-EACCES, "user %u may not use the mlskey agent of user %u",
-			     (unsigned)j->caller.uid, (unsigned)b->uid);
 	if (r == 0 && !dbus_message_has_signature(msg, m->in_sig))
 		r = mk_error(-EINVAL, "%s takes arguments (%s), not (%s); see docs/API.md", m->name,
 			     m->in_sig, dbus_message_get_signature(msg));
 	if (r == 0)
 		r = m->check(b, j);
+	j->checked = r == 0;
 	/* watched from here on: a token that hangs gets its callers answered anyway */
 	if (r == 0)
 		r = mk_tokens_call_new(b->tokens, j, j->queue ? j->queue : "", &j->call);
@@ -1532,8 +1646,7 @@ static DBusHandlerResult on_lock_signal(DBusConnection *conn, DBusMessage *msg, 
 
 	(void)conn;
 	/* on the system bus another user's session lock is not ours to act on */
-	if (why && !(b->cfg->bus == MK_BUS_SYSTEM && dbus_message_is_signal(msg, LOGIN1_SESSION,
-									      "Lock"))) {
+	if (why && !(b->cfg->system_mode && dbus_message_is_signal(msg, LOGIN1_SESSION, "Lock"))) {
 		mk_log(LOG_INFO, "%s (a signal from %s): logging out", why, sender ? sender : "?");
 		mk_agent_request_lock(b->agent, why);
 	}
@@ -1634,7 +1747,7 @@ static void watch_lock_signals(mk_bus *b)
 		"type='signal',sender='" LOGIN1_NAME "',interface='" LOGIN1_MANAGER
 		"',member='PrepareForSleep'",
 	};
-	bool sys = b->cfg->bus == MK_BUS_SYSTEM;
+	bool sys = b->cfg->system_mode;
 	const char *const *rules = sys ? system_rules : session_rules;
 	size_t n = sys ? ELEMENTSOF(system_rules) : ELEMENTSOF(session_rules);
 	int r;
@@ -1786,7 +1899,8 @@ static int setup(mk_bus *b, const sigset_t *stop)
 	}
 	if (r != DBUS_REQUEST_NAME_REPLY_PRIMARY_OWNER)
 		return mk_error(-EEXIST, "another mlskeyd already owns %s on this bus", MK_BUS_NAME);
-	return 0;
+	/* once the name is ours (a second agent must not write a "start" record), before the first call */
+	return mk_audit_open(b->cfg->audit_file, &b->audit);
 }
 
 static void dispatch_all(mk_bus *b)
@@ -1930,6 +2044,7 @@ mk_bus *mk_bus_free(mk_bus *b)
 	unwatch_lock_signals(b);
 	b->workers = mk_workers_free(b->workers);
 	b->tokens = mk_tokens_free(b->tokens); /* no call is left: the workers are done */
+	b->audit = mk_audit_close(b->audit);    /* after the last call's record */
 	if (b->conn) {
 		dbus_connection_close(b->conn);
 		dbus_connection_unref(b->conn);

@@ -158,7 +158,7 @@ static void test_help(void)
 {
 	static const char *const cmds[] = { "tokens", "keys",	 "generate", "delete",
 					    "pubkey", "sign",	 "verify",   "encrypt",
-					    "decrypt", "lock",	 "bench" };
+					    "decrypt", "lock",	 "bench",    "audit" };
 
 	mk("--version");
 	exit_is(0, "--version");

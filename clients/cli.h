@@ -67,3 +67,7 @@ int cli_help(const char *text);
 /* `mlskey bench`. */
 int cli_bench(cli_global *g, int argc, char **argv);
 extern const char cli_bench_help[];
+
+/* `mlskey cert` (import, show): a key's X.509 chain, its MLS credential (cli-cert.c). */
+int cli_cert(cli_global *g, int argc, char **argv);
+extern const char cli_cert_help[];

@@ -62,6 +62,7 @@ static const char main_help[] =
 	"    encrypt    EncryptWithLabel in software: seal to a key's public key\n"
 	"    decrypt    DecryptWithLabel (or an HPKE open) on the token\n"
 	"    lock       log the agent out of a token, so that the next use asks for the PIN\n"
+	"    cert       import or show a key's X.509 certificate chain (its MLS credential)\n"
 	"    bench      measure the agent against the same operations in-process\n"
 	"\n"
 	"OPTIONS\n"
@@ -569,6 +570,9 @@ static void print_key_text(const mlskey_key *k)
 		       "imported or of unknown origin",
 		       k->always_authenticate ? ", PIN for every use" : "",
 		       k->has_certificate ? ", has a certificate" : "");
+	if (k->has_certificate)
+		printf("    certificate %s\n        issued by %s\n", k->certificate_subject,
+		       k->certificate_issuer);
 }
 
 static int cmd_keys(cli_global *g, int argc, char **argv)
@@ -969,6 +973,7 @@ static const struct {
 	{ "delete", cmd_delete },   { "pubkey", cmd_pubkey },	  { "sign", cmd_sign },
 	{ "verify", cmd_verify },   { "encrypt", cmd_encrypt },	  { "decrypt", cmd_decrypt },
 	{ "lock", cmd_lock },	    { "bench", cli_bench },
+	{ "cert", cli_cert },
 };
 
 int main(int argc, char **argv)
@@ -1003,7 +1008,7 @@ int main(int argc, char **argv)
 	}
 	if (optind >= argc)
 		return cli_usage_error(&g, "a command is missing: tokens, keys, generate, delete, "
-				       "pubkey, sign, verify, encrypt, decrypt, lock or bench "
+				       "pubkey, sign, verify, encrypt, decrypt, lock, cert or bench "
 				       "(see mlskey --help)");
 	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
 		if (strcmp(argv[optind], commands[i].name) == 0) {

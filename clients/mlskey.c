@@ -105,7 +105,9 @@ static const char keys_help[] =
 	"DESCRIPTION\n"
 	"    Prints every EC key pair the agent finds: its URI, label, purpose (signature or\n"
 	"    hpke), algorithm, the MLS cipher suites it serves, its public key, and whether it\n"
-	"    was generated on the token and never left it. Listing never asks for a PIN.\n"
+	"    was generated on the token and never left it, and the subject and issuer of its\n"
+	"    X.509 certificate when the token holds one ('mlskey cert show' for the chain).\n"
+	"    Listing never asks for a PIN.\n"
 	"\n"
 	"OPTIONS\n"
 	"    --token URI      only keys on tokens this URI matches exactly (as 'mlskey tokens'\n"
@@ -536,9 +538,18 @@ static void print_key_json(const mlskey_key *k, bool first)
 	printf("\", \"usable\": %s, \"reason\": ", yes(k->usable));
 	cli_json_string(stdout, k->reason);
 	printf(", \"local\": %s, \"never_extractable\": %s, \"always_sensitive\": %s, "
-	       "\"always_authenticate\": %s, \"has_certificate\": %s}",
+	       "\"always_authenticate\": %s, \"has_certificate\": %s",
 	       yes(k->local), yes(k->never_extractable), yes(k->always_sensitive),
 	       yes(k->always_authenticate), yes(k->has_certificate));
+	if (k->has_certificate) {
+		printf(", \"certificate_subject\": ");
+		cli_json_string(stdout, k->certificate_subject);
+		printf(", \"certificate_issuer\": ");
+		cli_json_string(stdout, k->certificate_issuer);
+		printf(", \"certificate_not_before\": %lld, \"certificate_not_after\": %lld",
+		       (long long)k->certificate_not_before, (long long)k->certificate_not_after);
+	}
+	printf("}");
 }
 
 static void print_key_text(const mlskey_key *k)

@@ -575,6 +575,11 @@ static void run_list_tokens(job *j)
 	mk_token_info_array_free(t, n);
 }
 
+static const char *utf8_or_empty(const char *s)
+{
+	return s && mk_utf8_valid(s, strlen(s)) ? s : "";
+}
+
 static void run_list_keys(job *j)
 {
 	mk_key_info *k = NULL;
@@ -615,8 +620,9 @@ static void run_list_keys(job *j)
 		if (k[i].has_certificate) {
 			dbus_int64_t nb = k[i].cert_not_before, na = k[i].cert_not_after;
 
-			dict_s(&d, "certificate_subject", k[i].cert_subject);
-			dict_s(&d, "certificate_issuer", k[i].cert_issuer);
+			/* OpenSSL escapes non-ASCII in RFC 2253; checked anyway, D-Bus wants UTF-8 */
+			dict_s(&d, "certificate_subject", utf8_or_empty(k[i].cert_subject));
+			dict_s(&d, "certificate_issuer", utf8_or_empty(k[i].cert_issuer));
 			dict_basic(&d, "certificate_not_before", DBUS_TYPE_INT64, "x", &nb);
 			dict_basic(&d, "certificate_not_after", DBUS_TYPE_INT64, "x", &na);
 		}

@@ -266,6 +266,12 @@ static void test_list_and_show(void)
 	mkt_ok(res.status == 0 &&
 		       strstr(res.out, "certificate CN=Erika Mustermann,O=Stadt Musterhausen,C=DE"),
 	       "mlskey keys shows the certificate's subject");
+	cli(&res, "keys", "--json", NULL, NULL, NULL, NULL);
+	mkt_ok(res.status == 0 &&
+		       strstr(res.out, "\"certificate_subject\": \"CN=Erika Mustermann,O=Stadt "
+				       "Musterhausen,C=DE\"") &&
+		       strstr(res.out, "\"certificate_not_after\": "),
+	       "mlskey keys --json has certificate_subject and certificate_not_after");
 }
 
 /* --- other keys' certificates are never this key's ----------------------------------------- */
@@ -503,6 +509,9 @@ static void test_kinds(void)
 	       mlskey_last_error()->message);
 	mkt_ok_mlskey_err(mlskey_import_certificates(c, k_hpke.uri, certs, lens, 1), -EOPNOTSUPP,
 			  "org.mlskey.Error.Unsupported", "nor can it get certificates");
+
+	mkt_ok_mlskey_err(mlskey_get_credential(c, TOKEN_URI ";id=%01%02%03", 0, &cr), -ENOKEY,
+			  "org.mlskey.Error.NoSuchKey", "no such key: NoSuchKey");
 
 	/* reading a credential asks for no PIN */
 	mkt_ok_mlskey(mlskey_lock(c, TOKEN_URI), "lock the token");

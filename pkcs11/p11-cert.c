@@ -119,6 +119,16 @@ static int x509_describe(X509 *x, mk_x509_info *ret)
 	return 0;
 }
 
+int mk_x509_check(const uint8_t *der, size_t n)
+{
+	X509 *x = x509_parse(der, n);
+
+	if (!x)
+		return mk_error(-EINVAL, "the certificate is no DER X.509 certificate");
+	X509_free(x);
+	return 0;
+}
+
 int mk_x509_describe(const uint8_t *der, size_t n, mk_x509_info *ret)
 {
 	X509 *x = x509_parse(der, n);

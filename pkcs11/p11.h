@@ -221,6 +221,12 @@ typedef struct mk_x509_info {
 	bool self_signed;              /* its own key verifies it and it names itself as issuer */
 } mk_x509_info;
 
+/*
+ * Whether der[0..n) is one whole DER X.509 certificate of at most MK_X509_MAX_DER bytes:
+ * parsing only, no signature is checked (cheap enough for the bus thread). 0 or -EINVAL.
+ */
+int mk_x509_check(const uint8_t *der, size_t n);
+
 /* Parses one DER certificate (all n bytes, nothing after it). 0 and *ret, or -EINVAL. */
 int mk_x509_describe(const uint8_t *der, size_t n, mk_x509_info *ret);
 void mk_x509_info_clear(mk_x509_info *i);

@@ -124,6 +124,10 @@ static void test_describe(void)
 	mk_x509_info_clear(&i);
 	mkt_ok_err(mk_x509_describe((const uint8_t *)"junk", 4, &i), -EINVAL,
 		   "junk does not describe");
+	mkt_ok_r(mk_x509_check(d_leaf.data, d_leaf.len), "mk_x509_check: a certificate");
+	mkt_ok_err(mk_x509_check(d_leaf.data, d_leaf.len - 1), -EINVAL,
+		   "mk_x509_check: a truncated one is refused");
+	mkt_ok_err(mk_x509_check(NULL, 0), -EINVAL, "mk_x509_check: nothing is refused");
 
 	EVP_PKEY_get_octet_string_param(k_leaf, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, want,
 					sizeof(want), &want_len);

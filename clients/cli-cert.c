@@ -166,8 +166,13 @@ static char *name_string(const X509_NAME *name)
 	long n;
 
 	if (b && X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253) >= 0) {
+		/* not NUL-terminated: copied by length */
 		n = BIO_get_mem_data(b, &data);
-		s = strndup(n > 0 ? data : "", n > 0 ? (size_t)n : 0);
+		s = malloc(n > 0 ? (size_t)n + 1 : 1);
+		if (s && n > 0)
+			memcpy(s, data, (size_t)n);
+		if (s)
+			s[n > 0 ? n : 0] = '\0';
 	}
 	BIO_free(b);
 	return s ? s : strdup("?");

@@ -570,6 +570,11 @@ int main(void)
 	test_kinds();
 
 	mlskey_client_free(c);
-	mkt_agent_stop(agent);
+	{
+		int st = mkt_agent_stop(agent);
+
+		mkt_ok(st == 0, "mlskeyd ends cleanly (status %d; under ASan: no error, no leak)",
+		       st);
+	}
 	return mkt_done();
 }

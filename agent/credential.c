@@ -108,8 +108,8 @@ static int key_find(mk_agent *a, const mk_caller *c, const char *uri, const char
 		if (r == 0)
 			r = key_from_list(a, uri, turi, &k);
 		if (r == -ENOKEY)
-			r = mk_error(-ENOKEY, "no key matches \"%.200s\"; list the keys and check the "
-				     "URI", uri);
+			r = mk_error(-ENOKEY, "no key matches \"%.200s\"; list the keys and check "
+				     "the URI", uri);
 	}
 	if (r < 0)
 		return r;

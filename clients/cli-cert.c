@@ -238,7 +238,8 @@ static int cert_show(cli_global *g, const char *key, bool pem, const char *out, 
 		X509 *x = d2i_X509(NULL, &p, (long)cr->certificate_lens[i]);
 
 		if (!x)
-			r = cli_fail(g, -EPROTO, "the agent returned a certificate that does not parse");
+			r = cli_fail(g, -EPROTO,
+				     "the agent returned a certificate that does not parse");
 		else if (pem)
 			r = PEM_write_bio_X509(b, x) == 1
 				    ? 0

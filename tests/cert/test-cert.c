@@ -142,7 +142,7 @@ static int parse_first_ay(const char *p, mk_bytes *ret)
 	return 0;
 }
 
-/* --- the main key: import with the CLI, read back three ways ---------------------------- */
+/* --- the main key: import with the CLI, read back three ways ----------------------------- */
 
 static X509 *leaf_main;
 static mk_bytes d_leaf_main;
@@ -274,7 +274,7 @@ static void test_list_and_show(void)
 	       "mlskey keys --json has certificate_subject and certificate_not_after");
 }
 
-/* --- other keys' certificates are never this key's ----------------------------------------- */
+/* --- other keys' certificates are never this key's --------------------------------------- */
 
 static void test_other_keys(void)
 {
@@ -343,7 +343,7 @@ static void test_other_keys(void)
 	mk_bytes_clear(&d_impostor);
 }
 
-/* --- dates ----------------------------------------------------------------------------------- */
+/* --- dates ------------------------------------------------------------------------------- */
 
 static void test_dates(const key *k, long from_s, long to_s, const char *state, bool use_der)
 {
@@ -396,7 +396,7 @@ static void test_dates(const key *k, long from_s, long to_s, const char *state, 
 	mk_bytes_clear(&d_leaf);
 }
 
-/* --- refused imports store nothing ------------------------------------------------------------ */
+/* --- refused imports store nothing ------------------------------------------------------- */
 
 static void test_refused(void)
 {
@@ -479,7 +479,7 @@ static void test_refused(void)
 	mk_bytes_clear(&d_inter2);
 }
 
-/* --- key kinds and the PIN ------------------------------------------------------------------------ */
+/* --- key kinds and the PIN --------------------------------------------------------------- */
 
 static void test_kinds(void)
 {

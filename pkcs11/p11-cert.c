@@ -163,23 +163,42 @@ int mk_p11_certs_read(const mk_token *t, CK_SESSION_HANDLE s, mk_p11_certs **ret
 	return 0;
 }
 
-/* The certificate carrying public key pub; one that also has CKA_ID id wins. NULL if none. */
+/* How good a leaf pc is: valid now beats the key's CKA_ID, which beats neither. */
+static int leaf_rank(const p11_cert *pc, const uint8_t *id, size_t id_len)
+{
+	bool valid = X509_cmp_current_time(X509_get0_notBefore(pc->x)) < 0 &&
+		     X509_cmp_current_time(X509_get0_notAfter(pc->x)) > 0;
+	bool id_match = id_len && pc->id.len == id_len && memcmp(pc->id.data, id, id_len) == 0;
+
+	return (valid ? 2 : 0) + (id_match ? 1 : 0);
+}
+
+/*
+ * The certificate carrying public key pub, NULL if none. Of several (a renewed card keeps its
+ * old certificate), the one valid now, then the one with the key's CKA_ID, then the one
+ * that ends last.
+ */
 static const p11_cert *certs_leaf(const mk_p11_certs *c, const uint8_t *pub, size_t pub_len,
 				  const uint8_t *id, size_t id_len)
 {
-	const p11_cert *first = NULL;
+	const p11_cert *best = NULL;
+	int best_rank = -1;
 
 	for (size_t i = 0; pub && pub_len && i < c->n; i++) {
 		const p11_cert *pc = &c->a[i];
+		int rank;
 
 		if (pc->key.len != pub_len || memcmp(pc->key.data, pub, pub_len) != 0)
 			continue;
-		if (id_len && pc->id.len == id_len && memcmp(pc->id.data, id, id_len) == 0)
-			return pc;
-		if (!first)
-			first = pc;
+		rank = leaf_rank(pc, id, id_len);
+		if (rank > best_rank ||
+		    (rank == best_rank && ASN1_TIME_compare(X509_get0_notAfter(pc->x),
+							    X509_get0_notAfter(best->x)) > 0)) {
+			best = pc;
+			best_rank = rank;
+		}
 	}
-	return first;
+	return best;
 }
 
 int mk_p11_certs_describe_key(const mk_p11_certs *c, mk_key_info *k)

@@ -191,7 +191,8 @@ int mk_p11_delete_key(mk_p11 *p, const char *uri);
 
 /*
  * The X.509 certificate on key's token whose public key equals key->public_key (matched by
- * the key itself, never by CKA_ID alone; one that also has the key's CKA_ID is preferred),
+ * the key itself, never by CKA_ID alone; of several, the one valid now, then the one with
+ * the key's CKA_ID, then the one that ends last),
  * and the chain above it that the token holds, as mk_x509_chain_build() orders it: leaf
  * first, each DER, into *ret (free each with mk_bytes_clear, then the array) and *ret_n >= 1.
  * key is borrowed (token_uri and public_key are used). Needs no login. -ENOKEY when no

@@ -396,6 +396,40 @@ static void test_dates(const key *k, long from_s, long to_s, const char *state, 
 	mk_bytes_clear(&d_leaf);
 }
 
+/* A renewed certificate next to the expired one: the valid one is the key's credential. */
+static void test_renewed(void)
+{
+	X509 *renewed = leaf_for(&k_expired, "Renewed Clerk", -60, 86400 * 60);
+	mk_bytes d_renewed = MK_BYTES_NULL, want[3];
+	const uint8_t *certs[1];
+	size_t lens[1];
+	mlskey_credential *cr = NULL;
+	mlskey_key *keys = NULL;
+	const mlskey_key *k;
+	size_t n = 0;
+
+	ca_der(renewed, &d_renewed);
+	certs[0] = d_renewed.data;
+	lens[0] = d_renewed.len;
+	mkt_ok_mlskey(mlskey_import_certificates(c, k_expired.uri, certs, lens, 1),
+		      "import a renewed leaf next to the expired one");
+	want[0] = d_renewed;
+	want[1] = d_inter;
+	want[2] = d_root;
+	mkt_ok_mlskey(mlskey_get_credential(c, k_expired.uri, 0, &cr),
+		      "GetCredential without allow_expired now succeeds");
+	mkt_ok(chain_is(cr, want, 3), "it returns the renewed leaf, not the expired one");
+	mlskey_credential_free(cr);
+	mkt_ok_mlskey(mlskey_list_keys(c, &keys, &n), "ListKeys");
+	k = find_key(keys, n, k_expired.uri);
+	mkt_ok(k && strstr(k->certificate_subject, "CN=Renewed Clerk") &&
+		       k->certificate_not_after == x509_time(X509_get0_notAfter(renewed)),
+	       "ListKeys describes the renewed leaf: %s", k ? k->certificate_subject : "");
+	mlskey_keys_free(keys, n);
+	X509_free(renewed);
+	mk_bytes_clear(&d_renewed);
+}
+
 /* --- refused imports store nothing ------------------------------------------------------- */
 
 static void test_refused(void)
@@ -566,6 +600,7 @@ int main(void)
 	test_other_keys();
 	test_dates(&k_expired, -86400 * 30, -86400, "has expired", true);
 	test_dates(&k_future, 86400, 86400 * 30, "is not valid yet", false);
+	test_renewed();
 	test_refused();
 	test_kinds();
 

@@ -4,7 +4,7 @@
  *
  * The agent keeps MLS (RFC 9420) signature and HPKE keys on PKCS#11 tokens; this library
  * asks it to sign and decrypt with them, lists tokens and keys, generates and deletes keys,
- * and offers the software counterparts a client needs (VerifyWithLabel, EncryptWithLabel).
+ * reads and stores a key's X.509 certificate chain (its MLS x509 credential), and offers the software counterparts a client needs (VerifyWithLabel, EncryptWithLabel).
  * Keys and tokens are named by RFC 7512 "pkcs11:" URIs, as the agent lists them.
  *
  * It adds the checks a client should not forget:

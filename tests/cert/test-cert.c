@@ -595,6 +595,19 @@ int main(void)
 	key_make(&k_ed, "ed25519", "ed");
 	key_make(&k_hpke, "dhkem-p256", "hpke");
 
+	{
+		static run_result res;
+
+		cli(&res, "cert", "--help", NULL, NULL, NULL, NULL);
+		mkt_ok(res.status == 0 && strstr(res.out, "mlskey cert import KEY FILE...") &&
+			       strstr(res.out, "--allow-expired"),
+		       "mlskey cert --help");
+		cli(&res, "--help", NULL, NULL, NULL, NULL, NULL);
+		mkt_ok(res.status == 0 && strstr(res.out, "    cert "), "mlskey --help lists cert");
+		cli(&res, "cert", "sign", NULL, NULL, NULL, NULL);
+		mkt_ok(res.status == 1 && strstr(res.err, "import or show"),
+		       "an unknown cert command is a usage error: %s", res.err);
+	}
 	test_import_and_get();
 	test_list_and_show();
 	test_other_keys();

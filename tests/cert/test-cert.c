@@ -554,6 +554,16 @@ static void test_kinds(void)
 	mkt_ok(mkt_pinentry_getpins() == pins, "... without a PIN dialog (%d -> %d)", pins,
 	       mkt_pinentry_getpins());
 	mlskey_credential_free(cr);
+
+	/* storing needs the PIN; a chain that is refused asks for none */
+	mkt_ok_mlskey_err(mlskey_import_certificates(c, k_bare.uri, certs, lens, 1), -EINVAL,
+			  "org.mlskey.Error.InvalidInput", "a leaf for another key, after Lock");
+	mkt_ok(mkt_pinentry_getpins() == pins, "... refused without a PIN dialog (%d -> %d)", pins,
+	       mkt_pinentry_getpins());
+	mkt_ok_mlskey(mlskey_import_certificates(c, k_ed.uri, certs, lens, 1),
+		      "the ed25519 key's leaf again, after Lock");
+	mkt_ok(mkt_pinentry_getpins() == pins + 1, "... after one PIN dialog (%d -> %d)", pins,
+	       mkt_pinentry_getpins());
 	X509_free(leaf_ed);
 	mk_bytes_clear(&d_ed);
 }

@@ -114,6 +114,16 @@ int mk_agent_hpke_open(mk_agent *a, const mk_caller *c, const char *key_uri, uin
 int mk_agent_credential(mk_agent *a, const mk_caller *c, const char *key_uri,
 			bool allow_invalid_dates, mk_bytes **ret_certs, size_t *ret_n);
 
+/*
+ * ImportCertificates: stores the chain certs[0..n) (DER, leaf first) on the token of the
+ * signature key key_uri, as mk_p11_import_certificates() checks and stores it (the leaf must
+ * carry the key's public key, each next certificate must have issued the one before;
+ * -EINVAL otherwise, and nothing is stored). Asks for the token's PIN when it wants a login
+ * (as GenerateKey does); a chain that is refused asks for none. certs is only read.
+ */
+int mk_agent_import_certificates(mk_agent *a, const mk_caller *c, const char *key_uri,
+				 const mk_bytes *certs, size_t n);
+
 /* Clears n byte strings of a (mk_bytes_clear) and frees a. NULL ok. */
 void mk_bytes_array_free(mk_bytes *a, size_t n);
 

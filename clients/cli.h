@@ -75,3 +75,6 @@ extern const char cli_bench_help[];
 /* `mlskey keypackage` (clients/cli-keypackage.c). */
 int cli_keypackage(cli_global *g, int argc, char **argv);
 extern const char cli_keypackage_help[];
+/* `mlskey cert` (import, show): a key's X.509 chain, its MLS credential (cli-cert.c). */
+int cli_cert(cli_global *g, int argc, char **argv);
+extern const char cli_cert_help[];

@@ -583,6 +583,16 @@ static void dict_bool(DBusMessageIter *var, bool *dst)
 	*dst = b;
 }
 
+static void dict_int64(DBusMessageIter *var, int64_t *dst)
+{
+	dbus_int64_t v;
+
+	if (dbus_message_iter_get_arg_type(var) != DBUS_TYPE_INT64)
+		return;
+	dbus_message_iter_get_basic(var, &v);
+	*dst = v;
+}
+
 /* Empty strings for the fields an agent left out, so that callers never see NULL. */
 static int fill_empty(char **fields[], size_t n)
 {
@@ -754,6 +764,8 @@ _public_ void mlskey_keys_free(mlskey_key *keys, size_t n)
 		free(keys[i].cipher_suites);
 		free(keys[i].public_key);
 		free(keys[i].reason);
+		free(keys[i].certificate_subject);
+		free(keys[i].certificate_issuer);
 	}
 	free(keys);
 }
@@ -849,12 +861,21 @@ static int key_entry_parse(const char *uri, DBusMessageIter *dict, void *userdat
 			dict_bool(&var, &k->always_authenticate);
 		else if (strcmp(name, "has_certificate") == 0)
 			dict_bool(&var, &k->has_certificate);
+		else if (strcmp(name, "certificate_subject") == 0)
+			r = dict_string(&var, &k->certificate_subject);
+		else if (strcmp(name, "certificate_issuer") == 0)
+			r = dict_string(&var, &k->certificate_issuer);
+		else if (strcmp(name, "certificate_not_before") == 0)
+			dict_int64(&var, &k->certificate_not_before);
+		else if (strcmp(name, "certificate_not_after") == 0)
+			dict_int64(&var, &k->certificate_not_after);
 		if (r < 0)
 			return r;
 	}
 	return fill_empty((char **[]){ &k->label, &k->token, &k->purpose, &k->algorithm,
-				       &k->reason },
-			  5);
+				       &k->reason, &k->certificate_subject,
+				       &k->certificate_issuer },
+			  7);
 }
 
 /* ListKeys into *ret; the usable keys with a public key refresh the cache. */
@@ -1083,6 +1104,149 @@ _public_ int mlskey_get_public_key(mlskey_client *c, const char *key_uri, uint8_
 	*ret = p;
 	*ret_len = e->pub_len;
 	return 0;
+}
+
+/* --- credentials ------------------------------------------------------------------------- */
+
+_public_ void mlskey_credential_free(mlskey_credential *cred)
+{
+	if (!cred)
+		return;
+	for (size_t i = 0; cred->certificates && i < cred->n_certificates; i++)
+		free(cred->certificates[i]);
+	free(cred->certificates);
+	free(cred->certificate_lens);
+	free(cred);
+}
+
+/* The (qaay) reply of GetCredential into a new credential. */
+static int credential_parse(DBusMessage *reply, mlskey_credential **ret)
+{
+	DBusMessageIter it, list;
+	mlskey_credential *cr;
+	dbus_uint16_t type;
+	size_t cap = 0, cap_lens = 0;
+	int r = 0;
+
+	if (!dbus_message_iter_init(reply, &it) ||
+	    strcmp(dbus_message_get_signature(reply), "qaay") != 0)
+		return bad_reply("GetCredential");
+	dbus_message_iter_get_basic(&it, &type);
+	dbus_message_iter_next(&it);
+	cr = calloc(1, sizeof(*cr));
+	if (!cr)
+		return err_nomem();
+	cr->credential_type = type;
+	dbus_message_iter_recurse(&it, &list);
+	while (r == 0 && dbus_message_iter_get_arg_type(&list) == DBUS_TYPE_ARRAY) {
+		size_t n = cr->n_certificates;
+
+		r = grow((void **)&cr->certificates, &cap, n, sizeof(*cr->certificates));
+		if (r == 0)
+			r = grow((void **)&cr->certificate_lens, &cap_lens, n,
+				 sizeof(*cr->certificate_lens));
+		if (r == 0)
+			r = read_bytes(&list, &cr->certificates[n], &cr->certificate_lens[n]);
+		if (r == 0)
+			cr->n_certificates++;
+		dbus_message_iter_next(&list);
+	}
+	if (r == 0 && cr->n_certificates == 0)
+		r = bad_reply("GetCredential");
+	if (r < 0) {
+		mlskey_credential_free(cr);
+		return r == -EPROTO ? bad_reply("GetCredential") : r;
+	}
+	*ret = cr;
+	return 0;
+}
+
+_public_ int mlskey_get_credential(mlskey_client *c, const char *key_uri, unsigned flags,
+				   mlskey_credential **ret)
+{
+	_cleanup_msg_ DBusMessage *m = NULL, *reply = NULL;
+	DBusMessageIter it, opts, e, v;
+	const char *key = "allow_expired";
+	dbus_bool_t yes = TRUE;
+	int r;
+
+	err_clear();
+	if (!c || !ret)
+		return err_set(-EINVAL, "org.mlskey.Error.InvalidInput", "argument is NULL");
+	if (flags & ~MLSKEY_CREDENTIAL_ALLOW_EXPIRED)
+		return err_set(-EINVAL, "org.mlskey.Error.InvalidInput",
+			       "unknown flags 0x%x; the one flag is MLSKEY_CREDENTIAL_ALLOW_EXPIRED",
+			       flags & ~MLSKEY_CREDENTIAL_ALLOW_EXPIRED);
+	r = check_string("the key URI", key_uri);
+	if (r < 0)
+		return r;
+	r = new_call("GetCredential", &m);
+	if (r < 0)
+		return r;
+	dbus_message_iter_init_append(m, &it);
+	r = append_string(&it, key_uri);
+	if (r < 0)
+		return r;
+	if (!dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &opts))
+		return err_nomem();
+	if ((flags & MLSKEY_CREDENTIAL_ALLOW_EXPIRED) &&
+	    !(dbus_message_iter_open_container(&opts, DBUS_TYPE_DICT_ENTRY, NULL, &e) &&
+	      dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key) &&
+	      dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, "b", &v) &&
+	      dbus_message_iter_append_basic(&v, DBUS_TYPE_BOOLEAN, &yes) &&
+	      dbus_message_iter_close_container(&e, &v) &&
+	      dbus_message_iter_close_container(&opts, &e))) {
+		dbus_message_iter_abandon_container_if_open(&it, &opts);
+		return err_nomem();
+	}
+	if (!dbus_message_iter_close_container(&it, &opts))
+		return err_nomem();
+	r = call(c, m, &reply);
+	if (r < 0)
+		return r;
+	return credential_parse(reply, ret);
+}
+
+_public_ int mlskey_import_certificates(mlskey_client *c, const char *key_uri,
+				       const uint8_t *const *certs, const size_t *lens, size_t n)
+{
+	_cleanup_msg_ DBusMessage *m = NULL, *reply = NULL;
+	DBusMessageIter it, list;
+	int r;
+
+	err_clear();
+	if (!c || (n && (!certs || !lens)))
+		return err_set(-EINVAL, "org.mlskey.Error.InvalidInput", "argument is NULL");
+	if (n == 0 || n > 10)
+		return err_set(-EINVAL, "org.mlskey.Error.InvalidInput",
+			       "%zu certificates given; give 1 to 10, the key's certificate first",
+			       n);
+	r = check_string("the key URI", key_uri);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		r = check_bytes("a certificate", certs[i], lens[i]);
+		if (r < 0)
+			return r;
+	}
+	r = new_call("ImportCertificates", &m);
+	if (r < 0)
+		return r;
+	dbus_message_iter_init_append(m, &it);
+	r = append_string(&it, key_uri);
+	if (r < 0)
+		return r;
+	if (!dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "ay", &list))
+		return err_nomem();
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = append_bytes(&list, certs[i], lens[i]);
+	if (r < 0) {
+		dbus_message_iter_abandon_container(&it, &list);
+		return r;
+	}
+	if (!dbus_message_iter_close_container(&it, &list))
+		return err_nomem();
+	return call(c, m, &reply);
 }
 
 /* --- checks ------------------------------------------------------------------------------- */

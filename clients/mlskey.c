@@ -63,6 +63,7 @@ static const char main_help[] =
 	"    decrypt    DecryptWithLabel (or an HPKE open) on the token\n"
 	"    lock       log the agent out of a token, so that the next use asks for the PIN\n"
 	"    keypackage make MLS KeyPackages whose private keys stay on the token\n"
+	"    cert       import or show a key's X.509 certificate chain (its MLS credential)\n"
 	"    bench      measure the agent against the same operations in-process\n"
 	"    audit      verify the agent's audit file (mlskey audit verify FILE)\n"
 	"\n"
@@ -106,7 +107,9 @@ static const char keys_help[] =
 	"DESCRIPTION\n"
 	"    Prints every EC key pair the agent finds: its URI, label, purpose (signature or\n"
 	"    hpke), algorithm, the MLS cipher suites it serves, its public key, and whether it\n"
-	"    was generated on the token and never left it. Listing never asks for a PIN.\n"
+	"    was generated on the token and never left it, and the subject and issuer of its\n"
+	"    X.509 certificate when the token holds one ('mlskey cert show' for the chain).\n"
+	"    Listing never asks for a PIN.\n"
 	"\n"
 	"OPTIONS\n"
 	"    --token URI      only keys on tokens this URI matches exactly (as 'mlskey tokens'\n"
@@ -537,9 +540,18 @@ static void print_key_json(const mlskey_key *k, bool first)
 	printf("\", \"usable\": %s, \"reason\": ", yes(k->usable));
 	cli_json_string(stdout, k->reason);
 	printf(", \"local\": %s, \"never_extractable\": %s, \"always_sensitive\": %s, "
-	       "\"always_authenticate\": %s, \"has_certificate\": %s}",
+	       "\"always_authenticate\": %s, \"has_certificate\": %s",
 	       yes(k->local), yes(k->never_extractable), yes(k->always_sensitive),
 	       yes(k->always_authenticate), yes(k->has_certificate));
+	if (k->has_certificate) {
+		printf(", \"certificate_subject\": ");
+		cli_json_string(stdout, k->certificate_subject);
+		printf(", \"certificate_issuer\": ");
+		cli_json_string(stdout, k->certificate_issuer);
+		printf(", \"certificate_not_before\": %lld, \"certificate_not_after\": %lld",
+		       (long long)k->certificate_not_before, (long long)k->certificate_not_after);
+	}
+	printf("}");
 }
 
 static void print_key_text(const mlskey_key *k)
@@ -571,6 +583,9 @@ static void print_key_text(const mlskey_key *k)
 		       "imported or of unknown origin",
 		       k->always_authenticate ? ", PIN for every use" : "",
 		       k->has_certificate ? ", has a certificate" : "");
+	if (k->has_certificate)
+		printf("    certificate %s\n        issued by %s\n", k->certificate_subject,
+		       k->certificate_issuer);
 }
 
 static int cmd_keys(cli_global *g, int argc, char **argv)
@@ -973,6 +988,7 @@ static const struct {
 	{ "lock", cmd_lock },	    { "bench", cli_bench },
 	{ "keypackage", cli_keypackage },
 	{ "audit", cli_audit },
+	{ "cert", cli_cert },
 };
 
 int main(int argc, char **argv)
@@ -1008,7 +1024,7 @@ int main(int argc, char **argv)
 	if (optind >= argc)
 		return cli_usage_error(&g, "a command is missing: tokens, keys, generate, delete, "
 				       "pubkey, sign, verify, encrypt, decrypt, lock, keypackage, "
-				       "bench or audit (see mlskey --help)");
+				       "cert, bench or audit (see mlskey --help)");
 	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
 		if (strcmp(argv[optind], commands[i].name) == 0) {
 			g.cmd = commands[i].name;

@@ -4,7 +4,7 @@
  *
  * The agent keeps MLS (RFC 9420) signature and HPKE keys on PKCS#11 tokens; this library
  * asks it to sign and decrypt with them, lists tokens and keys, generates and deletes keys,
- * and offers the software counterparts a client needs (VerifyWithLabel, EncryptWithLabel).
+ * reads and stores a key's X.509 certificate chain (its MLS x509 credential), and offers the software counterparts a client needs (VerifyWithLabel, EncryptWithLabel).
  * Keys and tokens are named by RFC 7512 "pkcs11:" URIs, as the agent lists them.
  *
  * It adds the checks a client should not forget:
@@ -175,6 +175,9 @@ typedef struct mlskey_key {
 	bool usable;  /* mlskey can use the key; if not, reason says why */
 	char *reason; /* "" when usable */
 	bool local, never_extractable, always_sensitive, always_authenticate, has_certificate;
+	/* when has_certificate: that certificate's subject and issuer (RFC 2253), "" else */
+	char *certificate_subject, *certificate_issuer;
+	int64_t certificate_not_before, certificate_not_after; /* seconds since 1970; 0 else */
 } mlskey_key;
 
 /*
@@ -211,6 +214,40 @@ int mlskey_get_public_key(mlskey_client *c, const char *key_uri, uint8_t **ret, 
  * token_uri is NULL or "". The next operation asks for the PIN again.
  */
 int mlskey_lock(mlskey_client *c, const char *token_uri);
+
+/* --- credentials (X.509 certificates on the token) --------------------------------------- */
+
+#define MLSKEY_CREDENTIAL_X509 2 /* RFC 9420 CredentialType x509 */
+
+/* GetCredential flags. */
+#define MLSKEY_CREDENTIAL_ALLOW_EXPIRED (1u << 0) /* also a leaf outside its validity dates */
+
+typedef struct mlskey_credential {
+	uint16_t credential_type; /* MLSKEY_CREDENTIAL_X509 */
+	size_t n_certificates;    /* >= 1 */
+	uint8_t **certificates;   /* DER, leaf first: the MLS cert_data list */
+	size_t *certificate_lens;
+} mlskey_credential;
+
+/*
+ * The MLS credential of a signature key (GetCredential): the X.509 chain its token holds,
+ * leaf first (the leaf carries the key's public key). flags: MLSKEY_CREDENTIAL_*. Sets *ret
+ * (free with mlskey_credential_free). -ENOKEY when the token holds no certificate for the
+ * key (or no such key), -EOPNOTSUPP for an hpke key or a leaf outside its validity (unless
+ * MLSKEY_CREDENTIAL_ALLOW_EXPIRED; the message names the dates), -EINVAL for unknown flags.
+ */
+int mlskey_get_credential(mlskey_client *c, const char *key_uri, unsigned flags,
+			  mlskey_credential **ret);
+void mlskey_credential_free(mlskey_credential *cred); /* NULL ok */
+
+/*
+ * Stores an X.509 chain on the token of a signature key (ImportCertificates): certs[i] of
+ * lens[i] bytes, DER, leaf first (the certificate issued for the key), then each issuer in
+ * turn; 1 to 10 certificates. -EINVAL when the leaf is for another key, the chain is out of
+ * order or a certificate does not parse (nothing is stored then). May ask for the PIN.
+ */
+int mlskey_import_certificates(mlskey_client *c, const char *key_uri,
+			       const uint8_t *const *certs, const size_t *lens, size_t n);
 
 /* --- MLS operations through the agent ---------------------------------------------------- */
 

@@ -93,6 +93,9 @@ struct job {
 	uint16_t q1, q2;
 	mk_key_alg alg;
 	blob ay[4];
+	blob *certs; /* ImportCertificates: n_certs DER certificates, borrowed from msg */
+	size_t n_certs;
+	bool allow_expired; /* GetCredential's option */
 	int result;
 	bool keys_changed;
 	mk_tokens_call *call; /* registered with the token watchdog while queued and running */
@@ -651,6 +654,11 @@ static void run_list_tokens(job *j)
 	mk_token_info_array_free(t, n);
 }
 
+static const char *utf8_or_empty(const char *s)
+{
+	return s && mk_utf8_valid(s, strlen(s)) ? s : "";
+}
+
 static void run_list_keys(job *j)
 {
 	mk_key_info *k = NULL;
@@ -688,6 +696,15 @@ static void run_list_keys(job *j)
 		dict_b(&d, "always_sensitive", k[i].always_sensitive);
 		dict_b(&d, "always_authenticate", k[i].always_authenticate);
 		dict_b(&d, "has_certificate", k[i].has_certificate);
+		if (k[i].has_certificate) {
+			dbus_int64_t nb = k[i].cert_not_before, na = k[i].cert_not_after;
+
+			/* OpenSSL escapes non-ASCII in RFC 2253; checked anyway, D-Bus wants UTF-8 */
+			dict_s(&d, "certificate_subject", utf8_or_empty(k[i].cert_subject));
+			dict_s(&d, "certificate_issuer", utf8_or_empty(k[i].cert_issuer));
+			dict_basic(&d, "certificate_not_before", DBUS_TYPE_INT64, "x", &nb);
+			dict_basic(&d, "certificate_not_after", DBUS_TYPE_INT64, "x", &na);
+		}
 		l.ok = d.ok && entry_close(&l.list, &st, &dm);
 	}
 	list_end(j, &l);
@@ -1113,6 +1130,136 @@ static void run_list_slots(job *j)
 	mk_slot_info_array_free(s, n);
 }
 
+/* GetCredential(s key, a{sv} options): the one option is allow_expired (b). */
+static int check_get_credential(mk_bus *b, job *j)
+{
+	DBusMessageIter it, opts;
+	int r;
+
+	(void)b;
+	dbus_message_iter_init(j->msg, &it);
+	r = check_key_uri(j, get_s(&it));
+	if (r < 0)
+		return r;
+	dbus_message_iter_recurse(&it, &opts);
+	while (dbus_message_iter_get_arg_type(&opts) == DBUS_TYPE_DICT_ENTRY) {
+		DBusMessageIter e, v;
+		const char *key;
+		dbus_bool_t flag;
+
+		dbus_message_iter_recurse(&opts, &e);
+		dbus_message_iter_get_basic(&e, &key);
+		dbus_message_iter_next(&e);
+		dbus_message_iter_recurse(&e, &v);
+		if (strcmp(key, "allow_expired") != 0)
+			return mk_error(-EINVAL, "GetCredential option \"%.64s\" is unknown; the one "
+						 "option is allow_expired (b)",
+					key);
+		if (dbus_message_iter_get_arg_type(&v) != DBUS_TYPE_BOOLEAN)
+			return mk_error(-EINVAL, "GetCredential option allow_expired must be a "
+						 "boolean (b)");
+		dbus_message_iter_get_basic(&v, &flag);
+		j->allow_expired = flag;
+		dbus_message_iter_next(&opts);
+	}
+	return 0;
+}
+
+static void run_get_credential(job *j)
+{
+	DBusMessageIter it, list;
+	mk_bytes *certs = NULL;
+	size_t n = 0;
+	dbus_uint16_t type = 2; /* RFC 9420 CredentialType x509 */
+	bool ok;
+
+	j->result = mk_agent_credential(j->bus->agent, &j->caller, j->uri, j->allow_expired,
+					&certs, &n);
+	if (j->result < 0)
+		return;
+	j->reply = dbus_message_new_method_return(j->msg);
+	ok = j->reply != NULL;
+	if (ok) {
+		dbus_message_iter_init_append(j->reply, &it);
+		ok = dbus_message_iter_append_basic(&it, DBUS_TYPE_UINT16, &type) &&
+		     dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "ay", &list);
+		for (size_t i = 0; ok && i < n; i++)
+			ok = append_ay(&list, certs[i].data, certs[i].len);
+		if (ok)
+			ok = dbus_message_iter_close_container(&it, &list);
+		else
+			dbus_message_iter_abandon_container_if_open(&it, &list);
+	}
+	if (!ok && j->reply) {
+		dbus_message_unref(j->reply);
+		j->reply = NULL;
+	}
+	mk_bytes_array_free(certs, n);
+}
+
+/* ImportCertificates(s key, aay certificates): bounds, and each one must parse. */
+static int check_import_certificates(mk_bus *b, job *j)
+{
+	DBusMessageIter it, list;
+	int r;
+
+	dbus_message_iter_init(j->msg, &it);
+	r = check_key_uri(j, get_s(&it));
+	if (r < 0)
+		return r;
+	dbus_message_iter_recurse(&it, &list);
+	while (dbus_message_iter_get_arg_type(&list) == DBUS_TYPE_ARRAY) {
+		blob *grown;
+		char what[64];
+
+		if (j->n_certs >= MK_X509_CHAIN_MAX)
+			return mk_error(-EINVAL, "more than %d certificates given; give the key's "
+						 "certificate and the CA certificates above it",
+					MK_X509_CHAIN_MAX);
+		grown = realloc(j->certs, (j->n_certs + 1) * sizeof(*grown));
+		if (!grown)
+			return -ENOMEM;
+		j->certs = grown;
+		snprintf(what, sizeof(what), "certificate %zu", j->n_certs + 1);
+		r = get_ay(b, &list, what, &j->certs[j->n_certs]);
+		if (r < 0)
+			return r;
+		if (j->certs[j->n_certs].n > MK_X509_MAX_DER)
+			return mk_error(-EINVAL, "%s has %zu bytes; at most %u are accepted", what,
+					j->certs[j->n_certs].n, MK_X509_MAX_DER);
+		/* parsed only: signatures are checked on the worker */
+		if (mk_x509_check(j->certs[j->n_certs].p, j->certs[j->n_certs].n) < 0)
+			return mk_error(-EINVAL, "%s is no DER X.509 certificate (or has bytes "
+						 "after it); convert PEM to DER first",
+					what);
+		j->n_certs++;
+	}
+	if (j->n_certs == 0)
+		return mk_error(-EINVAL, "no certificate given; give the key's certificate first, "
+					 "then the CA certificates that issued it");
+	return 0;
+}
+
+static void run_import_certificates(job *j)
+{
+	mk_bytes *certs = calloc(j->n_certs, sizeof(*certs));
+
+	if (!certs) {
+		j->result = -ENOMEM;
+		return;
+	}
+	/* borrowed views of the message's bytes: only read, never cleared */
+	for (size_t i = 0; i < j->n_certs; i++)
+		certs[i] = (mk_bytes){ (uint8_t *)j->certs[i].p, j->certs[i].n };
+	j->result = mk_agent_import_certificates(j->bus->agent, &j->caller, j->uri, certs,
+						 j->n_certs);
+	free(certs);
+	if (j->result < 0)
+		return;
+	j->keys_changed = true;
+	reply_empty(j);
+}
+
 /* The interface, one line per method (docs/API.md, ipc/org.mlskey.Agent1.xml). */
 static const method methods[] = {
 	{ "ListTokens", "", "a(sa{sv})", check_none, run_list_tokens },
@@ -1127,6 +1274,8 @@ static const method methods[] = {
 	{ "ListSlots", "", "a(sa{sv})", check_none, run_list_slots },
 	{ "CreateKeyPackage", "sqa{sv}", "ayssay", check_create_key_package,
 	  run_create_key_package },
+	{ "GetCredential", "sa{sv}", "qaay", check_get_credential, run_get_credential },
+	{ "ImportCertificates", "saay", "", check_import_certificates, run_import_certificates },
 };
 
 /* --- jobs ---------------------------------------------------------------------------------- */
@@ -1138,6 +1287,7 @@ static void job_free(job *j)
 	if (j->reply)
 		dbus_message_unref(j->reply);
 	free(j->queue);
+	free(j->certs);
 	free(j);
 }
 

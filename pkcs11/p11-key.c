@@ -84,6 +84,8 @@ void mk_key_info_clear(mk_key_info *k)
 	free(k->id);
 	free(k->reason);
 	free(k->public_key);
+	free(k->cert_subject);
+	free(k->cert_issuer);
 	memset(k, 0, sizeof(*k));
 }
 
@@ -546,92 +548,13 @@ static int keys_append(mk_key_info **a, size_t *n, const mk_key_info *k)
 	return 0;
 }
 
-/* The public keys of the token's X.509 certificates, in MLS encoding, so that a key is said to
- * have a certificate only when one carries its very public key (a CKA_ID match alone can be
- * wrong). Certificates that do not parse or carry other key types are skipped. */
-typedef struct cert_keys {
-	mk_bytes *keys;
-	size_t n;
-} cert_keys;
-
-static void cert_keys_clear(cert_keys *c)
-{
-	for (size_t i = 0; i < c->n; i++)
-		mk_bytes_clear(&c->keys[i]);
-	free(c->keys);
-	*c = (cert_keys){ 0 };
-}
-
-/* The MLS encoding of a certificate's public key: raw for Ed25519/X25519, else the
- * uncompressed point. -EINVAL for other key types. */
-static int cert_public_key(const uint8_t *der, size_t n, mk_bytes *ret)
-{
-	const unsigned char *p = der;
-	X509 *x = d2i_X509(NULL, &p, (long)n);
-	EVP_PKEY *pk = x ? X509_get0_pubkey(x) : NULL;
-	uint8_t buf[160];
-	size_t len = sizeof(buf);
-	int r = -EINVAL;
-
-	if (pk && (EVP_PKEY_is_a(pk, "ED25519") || EVP_PKEY_is_a(pk, "X25519"))) {
-		if (EVP_PKEY_get_raw_public_key(pk, buf, &len) == 1)
-			r = mk_bytes_dup(buf, len, ret);
-	} else if (pk && EVP_PKEY_is_a(pk, "EC")) {
-		if (EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, buf,
-						    sizeof(buf), &len) == 1 &&
-		    len > 0 && buf[0] == 0x04)
-			r = mk_bytes_dup(buf, len, ret);
-	}
-	X509_free(x);
-	return r;
-}
-
-static int cert_keys_read(const mk_token *t, CK_SESSION_HANDLE s, cert_keys *ret)
-{
-	cert_keys c = { 0 };
-	obj *certs = NULL;
-	size_t n = 0;
-	int r;
-
-	r = objs_find(t, s, CKO_CERTIFICATE, &certs, &n);
-	if (r < 0)
-		return r;
-	c.keys = calloc(n ? n : 1, sizeof(*c.keys));
-	if (!c.keys) {
-		objs_free(certs, n);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < n; i++) {
-		uint8_t *der = NULL;
-		size_t der_len = 0;
-
-		if (attr_read(t, s, certs[i].h, CKA_VALUE, &der, &der_len) == 0 &&
-		    cert_public_key(der, der_len, &c.keys[c.n]) == 0)
-			c.n++;
-		free(der);
-	}
-	mk_error_clear();
-	objs_free(certs, n);
-	*ret = c;
-	return 0;
-}
-
-static bool cert_keys_have(const cert_keys *c, const mk_key_info *k)
-{
-	for (size_t i = 0; k->public_key && i < c->n; i++)
-		if (c->keys[i].len == k->public_key_len &&
-		    memcmp(c->keys[i].data, k->public_key, k->public_key_len) == 0)
-			return true;
-	return false;
-}
-
 /* Pairs the private objects with public objects of the same CKA_ID; unpaired public
  * objects are keys whose private half is hidden until login. */
 static int token_list_keys(mk_token *t, mk_key_info **a, size_t *n)
 {
 	obj *privs = NULL, *pubs = NULL;
 	size_t n_priv = 0, n_pub = 0;
-	cert_keys certs = { 0 };
+	mk_p11_certs *certs = NULL;
 	mk_session s;
 	mk_curve c;
 	CK_KEY_TYPE kt;
@@ -644,7 +567,7 @@ static int token_list_keys(mk_token *t, mk_key_info **a, size_t *n)
 	if (r >= 0)
 		r = objs_find(t, s.h, CKO_PUBLIC_KEY, &pubs, &n_pub);
 	if (r >= 0)
-		r = cert_keys_read(t, s.h, &certs);
+		r = mk_p11_certs_read(t, s.h, &certs);
 	for (size_t i = 0; r >= 0 && i < n_priv; i++) {
 		CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE;
 		mk_key_info k;
@@ -657,8 +580,8 @@ static int token_list_keys(mk_token *t, mk_key_info **a, size_t *n)
 				break;
 			}
 		r = key_info_read(t, s.h, privs[i].h, pub, &k, &c, &kt);
-		if (r >= 0)
-			k.has_certificate = cert_keys_have(&certs, &k);
+		if (r >= 0 && (r = mk_p11_certs_describe_key(certs, &k)) < 0)
+			mk_key_info_clear(&k);
 		if (r >= 0 && (r = keys_append(a, n, &k)) < 0)
 			mk_key_info_clear(&k);
 	}
@@ -668,13 +591,13 @@ static int token_list_keys(mk_token *t, mk_key_info **a, size_t *n)
 		if (pubs[j].used)
 			continue;
 		r = key_info_read(t, s.h, CK_INVALID_HANDLE, pubs[j].h, &k, &c, &kt);
-		if (r >= 0)
-			k.has_certificate = cert_keys_have(&certs, &k);
+		if (r >= 0 && (r = mk_p11_certs_describe_key(certs, &k)) < 0)
+			mk_key_info_clear(&k);
 		if (r >= 0 && (r = keys_append(a, n, &k)) < 0)
 			mk_key_info_clear(&k);
 	}
 	mk_token_return(t, &s, r == -ENOMEDIUM);
-	cert_keys_clear(&certs);
+	mk_p11_certs_free(certs);
 	objs_free(privs, n_priv);
 	objs_free(pubs, n_pub);
 	return r;
@@ -697,7 +620,10 @@ static int key_info_copy(const mk_key_info *k, mk_key_info *ret)
 
 	c.uri = c.token_uri = c.label = c.reason = NULL;
 	c.id = c.public_key = NULL;
-	if ((k->uri && !(c.uri = strdup(k->uri))) ||
+	c.cert_subject = c.cert_issuer = NULL;
+	if ((k->cert_subject && !(c.cert_subject = strdup(k->cert_subject))) ||
+	    (k->cert_issuer && !(c.cert_issuer = strdup(k->cert_issuer))) ||
+	    (k->uri && !(c.uri = strdup(k->uri))) ||
 	    (k->token_uri && !(c.token_uri = strdup(k->token_uri))) ||
 	    (k->label && !(c.label = strdup(k->label))) ||
 	    (k->reason && !(c.reason = strdup(k->reason))) ||

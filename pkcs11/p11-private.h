@@ -180,6 +180,25 @@ void mk_token_remember_keys(mk_token *t, const mk_key_info *a, size_t n);
  * on, or when refind is set). 0 and *ret, -ENOKEY, -ENOTCONN, or a translated error. */
 int mk_key_handle(mk_key *k, const mk_session *s, bool refind, CK_OBJECT_HANDLE *ret);
 
+/* --- p11-cert.c -------------------------------------------------------------------------- */
+
+/* A token's X.509 certificates, parsed once for a listing (opaque). */
+typedef struct mk_p11_certs mk_p11_certs;
+
+/*
+ * Reads and parses every CKC_X_509 certificate object on t with session s (certificates that
+ * do not parse are left out). 0 and *ret (mk_p11_certs_free), or a translated token error.
+ */
+int mk_p11_certs_read(const mk_token *t, CK_SESSION_HANDLE s, mk_p11_certs **ret);
+mk_p11_certs *mk_p11_certs_free(mk_p11_certs *c); /* NULL ok; returns NULL */
+
+/*
+ * Sets k->has_certificate, and k->cert_subject, cert_issuer, cert_not_before and
+ * cert_not_after from the certificate that carries k's public key (the leaf that
+ * mk_p11_key_certificates would return). 0 or -ENOMEM.
+ */
+int mk_p11_certs_describe_key(const mk_p11_certs *c, mk_key_info *k);
+
 /* --- p11-ops.c --------------------------------------------------------------------------- */
 
 /*

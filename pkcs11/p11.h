@@ -139,6 +139,10 @@ typedef struct mk_key_info {
 	bool local, never_extractable, always_sensitive, always_authenticate;
 	bool has_certificate; /* an X.509 certificate on the token carries this public key */
 	bool sensitive, extractable;
+	/* of that certificate (the one mk_p11_key_certificates() returns first), else NULL/0 */
+	char *cert_subject;   /* RFC 2253 string (OpenSSL's XN_FLAG_RFC2253), ASCII */
+	char *cert_issuer;
+	int64_t cert_not_before, cert_not_after; /* seconds since the epoch */
 } mk_key_info;
 
 /*
@@ -178,6 +182,80 @@ int mk_p11_generate_key(mk_p11 *p, const char *token_uri, mk_key_alg alg, const 
 
 /* Destroys both objects of the key pair that uri names. -ENOKEY if none. */
 int mk_p11_delete_key(mk_p11 *p, const char *uri);
+
+/* --- certificates (p11-cert.c) ---------------------------------------------------------- */
+
+/* Longest certificate chain read from or stored on a token; largest certificate (DER). */
+#define MK_X509_CHAIN_MAX 10
+#define MK_X509_MAX_DER 16384u
+
+/*
+ * The X.509 certificate on key's token whose public key equals key->public_key (matched by
+ * the key itself, never by CKA_ID alone; of several, the one valid now, then the one with
+ * the key's CKA_ID, then the one that ends last),
+ * and the chain above it that the token holds, as mk_x509_chain_build() orders it: leaf
+ * first, each DER, into *ret (free each with mk_bytes_clear, then the array) and *ret_n >= 1.
+ * key is borrowed (token_uri and public_key are used). Needs no login. -ENOKEY when no
+ * certificate carries the key's public key, -ENODEV / -ENOMEDIUM for its token.
+ */
+int mk_p11_key_certificates(mk_p11 *p, const mk_key_info *key, mk_bytes **ret, size_t *ret_n);
+
+/*
+ * Stores certs[0..n) (DER, leaf first) on key's token as CKO_CERTIFICATE/CKC_X_509 token
+ * objects, readable without login (CKA_PRIVATE false), with CKA_SUBJECT, CKA_ISSUER,
+ * CKA_SERIAL_NUMBER and CKA_VALUE from the DER. The leaf gets the key's CKA_ID and label;
+ * a CA certificate gets the SHA-1 of its public key as CKA_ID and its subject's CN as label.
+ * Everything is checked before anything is written: n in 1..MK_X509_CHAIN_MAX, each DER
+ * parses whole, the leaf's public key is key->public_key, each next certificate issued the
+ * one before (mk_x509_chain_check); -EINVAL with a message otherwise. A certificate whose
+ * DER the token already holds is skipped. When a write fails, what this call wrote is
+ * destroyed again. certs is only read. -ENOTCONN when the token wants a login first.
+ */
+int mk_p11_import_certificates(mk_p11 *p, const mk_key_info *key, const mk_bytes *certs,
+			       size_t n);
+
+/* What a certificate says, for listings and messages (mk_x509_describe). */
+typedef struct mk_x509_info {
+	char *subject; /* RFC 2253 (XN_FLAG_RFC2253), ASCII */
+	char *issuer;
+	int64_t not_before, not_after; /* seconds since the epoch (UTC) */
+	bool self_signed;              /* its own key verifies it and it names itself as issuer */
+} mk_x509_info;
+
+/*
+ * Whether der[0..n) is one whole DER X.509 certificate of at most MK_X509_MAX_DER bytes:
+ * parsing only, no signature is checked (cheap enough for the bus thread). 0 or -EINVAL.
+ */
+int mk_x509_check(const uint8_t *der, size_t n);
+
+/* Parses one DER certificate (all n bytes, nothing after it). 0 and *ret, or -EINVAL. */
+int mk_x509_describe(const uint8_t *der, size_t n, mk_x509_info *ret);
+void mk_x509_info_clear(mk_x509_info *i);
+
+/*
+ * The MLS encoding of a certificate's public key (04||X||Y for EC, raw 32 bytes for Ed25519
+ * and X25519) into *ret. -EINVAL for a certificate that does not parse or another key type.
+ */
+int mk_x509_public_key(const uint8_t *der, size_t n, mk_bytes *ret);
+
+/*
+ * Orders a chain without any token: starting from leaf, appends from pool[0..n_pool) the
+ * certificate that issued the last one (its subject is that one's issuer, X509_check_issued,
+ * and its key verifies that one's signature, X509_verify), until a self-signed certificate,
+ * no issuer in the pool, or MK_X509_CHAIN_MAX certificates in all; no pool entry is used
+ * twice. Pool entries that do not parse are ignored. Sets ret_idx[0..*ret_n) to the pool
+ * indexes after the leaf (ret_idx has room for MK_X509_CHAIN_MAX - 1). -EINVAL when the
+ * leaf does not parse.
+ */
+int mk_x509_chain_build(const mk_bytes *leaf, const mk_bytes *pool, size_t n_pool,
+			size_t *ret_idx, size_t *ret_n);
+
+/*
+ * Checks a chain as given (leaf first): 1..MK_X509_CHAIN_MAX certificates, each DER parses
+ * whole (at most MK_X509_MAX_DER bytes), each next one issued the one before as in
+ * mk_x509_chain_build(). 0 or -EINVAL with a message naming the certificate at fault.
+ */
+int mk_x509_chain_check(const mk_bytes *certs, size_t n);
 
 /* --- operations -------------------------------------------------------------------------- */
 

@@ -316,3 +316,27 @@ int mkt_import_cert(const char *token_label, const char *label, const uint8_t *i
 	OPENSSL_free(subject);
 	return r;
 }
+
+int mkt_count_certs(const char *token_label)
+{
+	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+	CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) } };
+	CK_OBJECT_HANDLE h[256];
+	CK_ULONG got = 0;
+	CK_FUNCTION_LIST *m;
+	CK_SESSION_HANDLE s;
+	int r, n = 0;
+
+	r = open_token(token_label, &m, &s);
+	if (r < 0)
+		return r;
+	if (m->C_FindObjectsInit(s, tmpl, ELEMENTSOF(tmpl)) != CKR_OK) {
+		close_token(m, s);
+		return -EIO;
+	}
+	while (m->C_FindObjects(s, h, ELEMENTSOF(h), &got) == CKR_OK && got > 0)
+		n += (int)got;
+	m->C_FindObjectsFinal(s);
+	close_token(m, s);
+	return n;
+}

@@ -31,3 +31,9 @@ int mkt_import_key(const char *token_label, mk_key_alg alg, const char *label, c
  */
 int mkt_import_cert(const char *token_label, const char *label, const uint8_t *id, size_t id_len,
 		    const uint8_t *der, size_t der_len);
+
+/*
+ * The number of certificate objects (CKO_CERTIFICATE, any type) on the SoftHSM token
+ * labelled token_label, through a session of its own. Returns the count or a negative errno.
+ */
+int mkt_count_certs(const char *token_label);

@@ -182,7 +182,7 @@ static int prepare(mk_agent *a, const mk_caller *c, const char *uri, const mk_su
 		return r;
 	}
 
-	l->not_before = o->not_before ? o->not_before : now;
+	l->not_before = o->not_before ? o->not_before : now - MK_KP_CLOCK_MARGIN;
 	l->not_after = o->not_after
 			       ? o->not_after
 			       : l->not_before + (o->lifetime_days ? o->lifetime_days

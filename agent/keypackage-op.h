@@ -17,6 +17,11 @@
 #include "agent/ops.h"
 
 #define MK_KP_DEFAULT_LIFETIME_DAYS 90
+/*
+ * A default not_before lies this far in the past (seconds), so that a receiver whose clock
+ * runs behind ours still accepts a KeyPackage published at once (OpenMLS does the same).
+ */
+#define MK_KP_CLOCK_MARGIN 3600
 #define MK_KP_MAX_LIFETIME_DAYS 3650
 #define MK_KP_OPTION_EXTENSIONS_MAX 16 /* per list (extensions, leaf_extensions) */
 
@@ -24,7 +29,7 @@
 typedef struct mk_kp_options {
 	const uint8_t *identity; /* basic credential's identity; NULL: none */
 	size_t identity_len;
-	uint64_t not_before; /* seconds since the epoch; 0: now */
+	uint64_t not_before; /* seconds since the epoch; 0: now - MK_KP_CLOCK_MARGIN */
 	uint64_t not_after;  /* 0: not_before + lifetime_days */
 	/* 0: MK_KP_DEFAULT_LIFETIME_DAYS; not together with not_after */
 	uint32_t lifetime_days;

@@ -42,7 +42,7 @@ const char cli_keypackage_help[] =
 	"    -n, --count N          make N KeyPackages (1 to 100; default 1)\n"
 	"    --last-resort          add the last_resort extension (0x000a); the init key is\n"
 	"                           not single-use\n"
-	"    --lifetime-days D      valid from now for D days (default 90)\n"
+	"    --lifetime-days D      valid for D days from an hour ago (default 90)\n"
 	"    -o, --out FILE         where to write the KeyPackages (- for standard output; the\n"
 	"                           lines then go to standard error)\n"
 	"    --address ADDR   the D-Bus address of the agent's bus (default: the session bus)\n"

@@ -296,7 +296,7 @@ typedef struct mlskey_extension {
 typedef struct mlskey_key_package_options {
 	const char *identity;     /* the basic credential's identity (UTF-8); NULL: none. Needed
 	                             unless the token holds a certificate for the key */
-	uint64_t not_before;      /* Lifetime in seconds since the epoch; 0: now */
+	uint64_t not_before;      /* Lifetime in seconds since the epoch; 0: an hour ago */
 	uint64_t not_after;       /* 0: not_before + lifetime_days */
 	uint32_t lifetime_days;   /* 0: 90 days; not together with not_after */
 	const mlskey_extension *extensions;      /* KeyPackage extensions (at most 16) */

@@ -10,6 +10,7 @@
  */
 #include <time.h>
 
+#include "agent/keypackage.h"
 #include "tests/agent/agent-test.h"
 #include "tests/cert/cert-test.h"
 #include "tests/clients/clients-test.h"
@@ -343,6 +344,83 @@ static void test_other_keys(void)
 	mk_bytes_clear(&d_impostor);
 }
 
+/* --- the credential in a KeyPackage (CreateKeyPackage with a certified key) --------------- */
+
+static size_t keys_listed(void)
+{
+	mlskey_key *keys = NULL;
+	size_t n = 0;
+
+	if (mlskey_list_keys(c, &keys, &n) < 0)
+		return (size_t)-1;
+	mlskey_keys_free(keys, n);
+	return n;
+}
+
+static bool span_is(mk_kp_span s, const mk_bytes *want)
+{
+	return s.n == want->len && memcmp(s.p, want->data, s.n) == 0;
+}
+
+/*
+ * The main key holds [leaf, intermediate, root] on its token: a KeyPackage signed by it
+ * carries them as its x509 credential, and no identity is needed. A key whose leaf is not
+ * valid yet gets no KeyPackage (and no keys are left behind).
+ */
+static void test_keypackage(void)
+{
+	mlskey_key_package kp = { 0 };
+	mlskey_key_package_options o = { 0 };
+	mk_key_package d;
+	mk_kp_span body;
+	uint8_t *pub = NULL;
+	size_t pub_len = 0, before;
+	bool has_x509 = false;
+	int r;
+
+	mkt_ok_mlskey(mlskey_create_key_package(c, k_main.uri, 2, NULL, &kp),
+		      "CreateKeyPackage with a certified key and no identity");
+	r = kp.key_package ? mk_kp_decode_message(kp.key_package, kp.key_package_len, &d, &body)
+			   : -EINVAL;
+	mkt_ok_r(r, "the KeyPackage parses (%zu bytes)", kp.key_package_len);
+	if (r == 0) {
+		mkt_ok(d.leaf.credential.type == MK_MLS_CREDENTIAL_X509 &&
+			       d.leaf.credential.n_certs == 3 &&
+			       span_is(d.leaf.credential.certs[0], &d_leaf_main) &&
+			       span_is(d.leaf.credential.certs[1], &d_inter) &&
+			       span_is(d.leaf.credential.certs[2], &d_root),
+		       "its credential is x509 with [leaf, intermediate, root], byte-equal to the "
+		       "CA's DER (type %u, %zu certificates)",
+		       d.leaf.credential.type, d.leaf.credential.n_certs);
+		for (size_t i = 0; i < d.leaf.capabilities.credentials.n; i++)
+			has_x509 |= d.leaf.capabilities.credentials.v[i] == MK_MLS_CREDENTIAL_X509;
+		mkt_ok(has_x509, "its capabilities list the x509 credential type");
+		mkt_ok(mlskey_get_public_key(c, k_main.uri, &pub, &pub_len) == 0 &&
+			       d.leaf.signature_key.n == pub_len &&
+			       memcmp(d.leaf.signature_key.p, pub, pub_len) == 0,
+		       "its signature_key is the certified key");
+		mlskey_free(pub, pub_len);
+		mkt_ok_r(mk_kp_check(&d, (uint64_t)time(NULL)),
+			 "both signatures verify and a receiver accepts it");
+	}
+	if (kp.init_key)
+		mlskey_delete_key(c, kp.init_key);
+	if (kp.leaf_key)
+		mlskey_delete_key(c, kp.leaf_key);
+	mlskey_key_package_clear(&kp);
+
+	before = keys_listed();
+	o.identity = "future@example.org";
+	mkt_ok_mlskey_err(mlskey_create_key_package(c, k_future.uri, 2, &o, &kp), -EOPNOTSUPP,
+			  "org.mlskey.Error.Unsupported",
+			  "CreateKeyPackage with a certificate not valid yet is refused, not turned "
+			  "into a basic credential");
+	mkt_ok(strstr(mlskey_last_error()->message, "is not valid yet") != NULL,
+	       "  and says why: %s", mlskey_last_error()->message);
+	mkt_ok(keys_listed() == before, "  and leaves no key behind (%zu keys)", keys_listed());
+	mlskey_key_package_clear(&kp);
+}
+
 /* --- dates ------------------------------------------------------------------------------- */
 
 static void test_dates(const key *k, long from_s, long to_s, const char *state, bool use_der)
@@ -624,6 +702,7 @@ int main(void)
 	test_dates(&k_expired, -86400 * 30, -86400, "has expired", true);
 	test_dates(&k_future, 86400, 86400 * 30, "is not valid yet", false);
 	test_renewed();
+	test_keypackage();
 	test_refused();
 	test_kinds();
 

@@ -57,6 +57,16 @@ int mk_agent_new(const mk_config *cfg, mk_agent **ret);
 /* Sets the function called when tokens change (TokensChanged). */
 void mk_agent_set_notify(mk_agent *a, mk_agent_notify_fn fn, void *userdata);
 
+/* Sets the function called (on a worker) when the agent itself changed the keys: a
+ * single-use key was used up and deleted (KeysChanged). */
+void mk_agent_set_keys_notify(mk_agent *a, mk_agent_notify_fn fn, void *userdata);
+
+/*
+ * Why the policy (agent/policy.h) refuses key k whoever asks, in words (static), or NULL
+ * when some caller may use it: for ListKeys' usable and reason.
+ */
+const char *mk_agent_key_reason(mk_agent *a, const mk_key_info *k);
+
 /* Aborts PIN dialogs now and later (shutdown): they end with -ECANCELED. Thread-safe. */
 void mk_agent_abort_dialogs(mk_agent *a);
 

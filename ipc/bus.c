@@ -84,6 +84,7 @@ struct job {
 	uint16_t q1, q2;
 	mk_key_alg alg;
 	blob ay[4];
+	unsigned flags;   /* GenerateKey: MK_GENERATE_* from its options */
 	int result;
 	bool keys_changed;
 	mk_tokens_call *call; /* registered with the token watchdog while queued and running */
@@ -602,13 +603,17 @@ static void run_list_keys(job *j)
 		dict_array(&d, "cipher_suites", DBUS_TYPE_UINT16, "aq", suites, ns);
 		dict_array(&d, "public_key", DBUS_TYPE_BYTE, "ay", k[i].public_key,
 			   k[i].public_key ? k[i].public_key_len : 0);
-		dict_b(&d, "usable", k[i].alg != MK_ALG_NONE && !k[i].reason);
-		dict_s(&d, "reason", k[i].reason);
+		/* the policy's view: the token layer's reasons, the provenance gate, ... */
+		const char *why = mk_agent_key_reason(j->bus->agent, &k[i]);
+
+		dict_b(&d, "usable", k[i].alg != MK_ALG_NONE && !why);
+		dict_s(&d, "reason", why);
 		dict_b(&d, "local", k[i].local);
 		dict_b(&d, "never_extractable", k[i].never_extractable);
 		dict_b(&d, "always_sensitive", k[i].always_sensitive);
 		dict_b(&d, "always_authenticate", k[i].always_authenticate);
 		dict_b(&d, "has_certificate", k[i].has_certificate);
+		dict_b(&d, "single_use", k[i].single_use);
 		l.ok = d.ok && entry_close(&l.list, &st, &dm);
 	}
 	list_end(j, &l);
@@ -635,15 +640,30 @@ static int check_generate(mk_bus *b, job *j)
 	if (r < 0)
 		return r;
 	dbus_message_iter_recurse(&it, &opts);
-	if (dbus_message_iter_get_arg_type(&opts) == DBUS_TYPE_DICT_ENTRY) {
-		DBusMessageIter e;
+	for (; dbus_message_iter_get_arg_type(&opts) == DBUS_TYPE_DICT_ENTRY;
+	     dbus_message_iter_next(&opts)) {
+		DBusMessageIter e, v;
 		const char *key;
+		dbus_bool_t yes;
 
 		dbus_message_iter_recurse(&opts, &e);
 		dbus_message_iter_get_basic(&e, &key);
-		return mk_error(-EINVAL, "GenerateKey option \"%.64s\" is unknown; no options are "
-					 "defined yet, pass an empty a{sv}",
-				key);
+		dbus_message_iter_next(&e);
+		dbus_message_iter_recurse(&e, &v);
+		if (strcmp(key, "single_use") != 0)
+			return mk_error(-EINVAL, "GenerateKey option \"%.64s\" is unknown (known: "
+					"single_use)", key);
+		if (dbus_message_iter_get_arg_type(&v) != DBUS_TYPE_BOOLEAN)
+			return mk_error(-EINVAL, "GenerateKey option single_use must be a boolean "
+					"(b)");
+		dbus_message_iter_get_basic(&v, &yes);
+		if (yes && mk_key_alg_is_signature(j->alg))
+			return mk_error(-EINVAL, "only hpke keys can be single-use (an init key for "
+					"one Welcome), not a %s key", mk_key_alg_name(j->alg));
+		if (yes)
+			j->flags |= MK_GENERATE_SINGLE_USE;
+		else
+			j->flags &= ~MK_GENERATE_SINGLE_USE;
 	}
 	return mk_uri_token_part(j->uri, &j->queue);
 }
@@ -652,7 +672,8 @@ static void run_generate(job *j)
 {
 	_cleanup_free_ char *uri = NULL;
 
-	j->result = mk_agent_generate(j->bus->agent, &j->caller, j->uri, j->alg, j->label, 0, &uri);
+	j->result = mk_agent_generate(j->bus->agent, &j->caller, j->uri, j->alg, j->label, j->flags,
+				      &uri);
 	if (j->result < 0)
 		return;
 	j->keys_changed = true;
@@ -663,7 +684,8 @@ static void run_generate(job *j)
 		j->reply = NULL;
 	}
 	if (j->reply)
-		mk_log(LOG_NOTICE, "generated %s key %s", mk_key_alg_name(j->alg), uri);
+		mk_log(LOG_NOTICE, "generated %s%s key %s", j->flags & MK_GENERATE_SINGLE_USE ?
+		       "single-use " : "", mk_key_alg_name(j->alg), uri);
 }
 
 static int check_key_only(mk_bus *b, job *j)
@@ -978,6 +1000,15 @@ static void tokens_changed(void *userdata)
 	mk_bus *b = userdata;
 
 	atomic_store(&b->tokens_changed, true);
+	poke(b);
+}
+
+/* A worker: the agent deleted a key by itself (a used-up single-use key). */
+static void keys_changed(void *userdata)
+{
+	mk_bus *b = userdata;
+
+	atomic_store(&b->keys_changed, true);
 	poke(b);
 }
 
@@ -1572,6 +1603,7 @@ static int setup(mk_bus *b, const sigset_t *stop)
 		return r;
 	mk_workers_set_spin(b->workers, b->cfg->worker_spin_us);
 	mk_agent_set_notify(b->agent, tokens_changed, b);
+	mk_agent_set_keys_notify(b->agent, keys_changed, b);
 	r = mk_tokens_start(b->tokens, b->agent, tokens_event, answer_early, b);
 	if (r < 0)
 		return r;

@@ -120,7 +120,7 @@ static const char generate_help[] =
 	"    mlskey generate - generate a key pair on a token\n"
 	"\n"
 	"SYNOPSIS\n"
-	"    mlskey generate TOKEN --algorithm ALG [--label LABEL]\n"
+	"    mlskey generate TOKEN --algorithm ALG [--label LABEL] [--single-use]\n"
 	"\n"
 	"DESCRIPTION\n"
 	"    Generates a key pair on the token TOKEN (a token URI; pkcs11:token=NAME is enough\n"
@@ -131,10 +131,13 @@ static const char generate_help[] =
 	"    -a, --algorithm ALG  signature keys: ecdsa-p256, ecdsa-p384, ecdsa-p521, ed25519;\n"
 	"                         HPKE keys: dhkem-p256, dhkem-p384, dhkem-p521, dhkem-x25519\n"
 	"    -l, --label LABEL    the key's label on the token (default: none)\n"
+	"    --single-use         an HPKE init key for one Welcome: the agent deletes it from\n"
+	"                         the token after its first DecryptWithLabel(\"Welcome\")\n"
 	COMMON_OPTIONS_TEXT "\n" EXIT_STATUS_TEXT "\n"
 	"EXAMPLES\n"
 	"    KEY=$(mlskey generate 'pkcs11:token=mytoken' -a ecdsa-p256 -l alice)\n"
-	"    mlskey generate 'pkcs11:token=mytoken' --algorithm dhkem-x25519 --label alice-hpke\n";
+	"    mlskey generate 'pkcs11:token=mytoken' --algorithm dhkem-x25519 --label alice-hpke\n"
+	"    mlskey generate 'pkcs11:token=mytoken' -a dhkem-p256 -l alice-init --single-use\n";
 
 static const char delete_help[] =
 	"NAME\n"
@@ -308,6 +311,7 @@ enum {
 	OPT_AAD,
 	OPT_ALL,
 	OPT_TOKEN,
+	OPT_SINGLE_USE,
 };
 
 #define COMMON_LONG_OPTIONS                                                                        \
@@ -318,7 +322,7 @@ enum {
 typedef struct cmd_opts {
 	const char *algorithm, *label, *out, *kem_out, *suite, *in, *context, *kem_output;
 	const char *signature, *public_key, *kdf, *aead, *info, *aad, *token;
-	bool hpke, all, help;
+	bool hpke, all, help, single_use;
 } cmd_opts;
 
 /*
@@ -376,6 +380,9 @@ static int parse_opts(cli_global *g, int argc, char **argv, const char *shortopt
 			break;
 		case OPT_HPKE:
 			o->hpke = true;
+			break;
+		case OPT_SINGLE_USE:
+			o->single_use = true;
 			break;
 		case OPT_KDF:
 			o->kdf = optarg;
@@ -618,6 +625,7 @@ static int cmd_generate(cli_global *g, int argc, char **argv)
 	static const struct option lo[] = { COMMON_LONG_OPTIONS,
 					    { "algorithm", required_argument, NULL, 'a' },
 					    { "label", required_argument, NULL, 'l' },
+					    { "single-use", no_argument, NULL, OPT_SINGLE_USE },
 					    {} };
 	_cleanup_client_ mlskey_client *c = NULL;
 	_cleanup_free_ char *uri = NULL;
@@ -635,7 +643,8 @@ static int cmd_generate(cli_global *g, int argc, char **argv)
 				       "dhkem-x25519");
 	if ((r = connect_agent(g, &c)))
 		return r;
-	r = mlskey_generate_key(c, argv[optind], NULL, o.algorithm, o.label, &uri);
+	r = mlskey_generate_key_flags(c, argv[optind], NULL, o.algorithm, o.label,
+				      o.single_use ? MLSKEY_GENERATE_SINGLE_USE : 0, &uri);
 	if (r < 0)
 		return cli_fail(g, r, "cannot generate the key");
 	if (g->json) {

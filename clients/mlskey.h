@@ -197,6 +197,18 @@ void mlskey_keys_free(mlskey_key *keys, size_t n);
 int mlskey_generate_key(mlskey_client *c, const char *token_uri, const char *purpose,
 			const char *algorithm, const char *label, char **ret_uri);
 
+/* mlskey_generate_key_flags flags. */
+#define MLSKEY_GENERATE_SINGLE_USE 0x1u /* GenerateKey option single_use: hpke keys only */
+
+/*
+ * mlskey_generate_key with MLSKEY_GENERATE_* flags (0: the same call). A single-use key is
+ * an HPKE init key for one Welcome: the agent marks it on the token and deletes it after
+ * its first successful DecryptWithLabel("Welcome"). Unknown flags are -EINVAL.
+ */
+int mlskey_generate_key_flags(mlskey_client *c, const char *token_uri, const char *purpose,
+			      const char *algorithm, const char *label, unsigned flags,
+			      char **ret_uri);
+
 /* Deletes both halves of the key pair that key_uri names (DeleteKey). May ask for the PIN. */
 int mlskey_delete_key(mlskey_client *c, const char *key_uri);
 

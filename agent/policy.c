@@ -437,8 +437,8 @@ static int refuse(const mk_policy_rule *r, const mk_policy_request *q)
 	const char *exe = c && c->exe[0] ? c->exe : "an unknown program";
 
 	if (r)
-		return mk_error(-EACCES, "rule \"%s\" of the configuration denies %s to %s%s%s%s; change "
-				"that rule or add an allow rule before it",
+		return mk_error(-EACCES, "rule \"%s\" of the configuration does not allow %s to "
+				"%s%s%s%s; change that rule or add an allow rule before it",
 				r->name, exe, mk_policy_op_name(q->op),
 				q->label ? " with label \"" : "", q->label ? q->label : "",
 				q->label ? "\"" : "");
@@ -449,8 +449,8 @@ static int refuse(const mk_policy_rule *r, const mk_policy_request *q)
 		return mk_error(-EACCES, "the default policy refuses label \"%s\" for %s (not a "
 				"label RFC 9420 defines for it); add a [rule] with labels = %s "
 				"for %s", q->label, mk_policy_op_name(q->op), q->label, exe);
-	return mk_error(-EACCES, "the default policy denies %s to %s; add a [rule] with caller "
-			"= exe:%s (or set default = allow in [policy])", exe,
+	return mk_error(-EACCES, "the default policy does not allow %s to %s with this key; add "
+			"a [rule] with caller = exe:%s (or set default = allow in [policy])", exe,
 			mk_policy_op_name(q->op), c && c->exe[0] ? c->exe : "PATH");
 }
 
@@ -470,9 +470,10 @@ int mk_policy_decide(const mk_policy *p, const mk_policy_request *q, mk_policy_d
 		if (km == 0)
 			continue;
 		if (km < 0) {
-			if (!rule->allow)
-				continue; /* may not be the key's rule: decide once it is known */
+			/* it may or may not be the key's rule: decide again once the key is known */
 			tentative = true;
+			if (!rule->allow)
+				continue;
 		} else if (!rule->allow) {
 			return refuse(rule, q);
 		}
@@ -488,8 +489,7 @@ int mk_policy_decide(const mk_policy *p, const mk_policy_request *q, mk_policy_d
 	r = gates(p, q, NULL);
 	if (r < 0)
 		return r;
-	*ret = (mk_policy_decision){ .confirm = p->confirm, .tentative = !q->key && q->op != MK_POLICY_GENERATE &&
-					     p->n_rules };
+	*ret = (mk_policy_decision){ .confirm = p->confirm, .tentative = tentative };
 	return 0;
 }
 

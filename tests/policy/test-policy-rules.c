@@ -232,7 +232,8 @@ static void test_rules(mk_config *c)
 		"key = pkcs11:token=alice\n");
 	mkt_ok(decide(c, "/usr/bin/x", MK_POLICY_SIGN, "LeafNodeTBS", NULL) == 0 && d.tentative,
 	       "  an allow rule with a key pattern is a tentative allow");
-	load(c, "[policy]\ndefault = deny\n[rule]\nname = only-sign\ncaller = any\n");
+	load(c, "[policy]\ndefault = deny\n[rule]\nname = only-sign\ncaller = any\n"
+		"operations = sign\n");
 	mkt_ok(decide(c, "/usr/bin/x", MK_POLICY_DECRYPT, "Welcome", NULL) == -EACCES,
 	       "  and a certain refusal is one before the key is known (no PIN asked)");
 }

@@ -645,7 +645,8 @@ out:
 /* --- confirmations ---------------------------------------------------------------------- */
 
 int mk_login_confirm(mk_agent *a, gate *g, const char *title, const char *desc,
-		     bool (*already)(void *userdata), void *userdata)
+		     bool (*already)(void *userdata), void (*allowed)(void *userdata),
+		     void *userdata)
 {
 	mk_pinentry_request req = {
 		.program = a->cfg->pinentry,
@@ -678,6 +679,8 @@ int mk_login_confirm(mk_agent *a, gate *g, const char *title, const char *desc,
 					     "key was asked; insert it and retry");
 		}
 	}
+	if (r == 0 && allowed)
+		allowed(userdata);
 	pthread_mutex_unlock(&g->dialog);
 	return r;
 }

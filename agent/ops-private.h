@@ -146,11 +146,14 @@ int mk_login_context_pin(void *userdata, const mk_key_info *key, unsigned attemp
 /*
  * Asks the person a yes/no question (OK "Allow", Cancel "Deny") through the pinentry, one
  * dialog at a time on g's token (under its dialog mutex). When already (may be NULL) says
- * true once the mutex is held, no dialog is shown. 0 = allowed; -ECANCELED (Deny, closed,
- * timeout), -ENOMEDIUM (the token was removed meanwhile), -EACCES (no pinentry).
+ * true once the mutex is held, no dialog is shown; allowed (may be NULL) is called, still
+ * under the mutex, when the person allowed it, so that calls waiting for the same question
+ * find the answer. 0 = allowed; -ECANCELED (Deny, closed, timeout), -ENOMEDIUM (the token
+ * was removed meanwhile), -EACCES (no pinentry).
  */
 int mk_login_confirm(mk_agent *a, gate *g, const char *title, const char *desc,
-		     bool (*already)(void *userdata), void *userdata);
+		     bool (*already)(void *userdata), void (*allowed)(void *userdata),
+		     void *userdata);
 
 /* The agent logged out of token_uri (NULL: of every token): its idle timer stops. */
 void mk_login_forget(mk_agent *a, const char *token_uri);

@@ -313,8 +313,9 @@ static bool confirmed_has(void *userdata)
 }
 
 /* Remembers an allowed use (confirm = first); without memory it is just asked again. */
-static void confirmed_add(const ask_for *f)
+static void confirmed_add(void *userdata)
 {
+	const ask_for *f = userdata;
 	mk_agent *a = f->a;
 	confirmed x = {
 		.pid = f->c->pid,
@@ -398,12 +399,10 @@ static int confirm(ask_for *f, const mk_key_info *k, mk_policy_confirm mode)
 	mk_log(LOG_INFO, "asking whether pid %d (%s) may %s (%s)", (int)c->pid, exe, words,
 	       f->key);
 	r = mk_login_confirm(a, g, title, desc, mode == MK_CONFIRM_FIRST ? confirmed_has : NULL,
-			     f);
+			     mode == MK_CONFIRM_FIRST ? confirmed_add : NULL, f);
 	if (r == -ECANCELED)
 		r = mk_error(-EACCES, "the use was not allowed: the person at the desktop refused "
 			     "to let %s %s (or the dialog was closed or timed out)", exe, words);
-	if (r == 0 && mode == MK_CONFIRM_FIRST)
-		confirmed_add(f);
 	mk_token_info_clear(&t);
 	return r;
 }

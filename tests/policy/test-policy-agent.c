@@ -306,14 +306,48 @@ static int spawn_child(void)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+typedef struct signer {
+	pthread_t th;
+	char err[256];
+} signer;
+
+static void *sign_bg(void *p)
+{
+	signer *s = p;
+	DBusConnection *own = bus_open(addr);
+	DBusMessage *m = agent_call_new("SignWithLabel"), *r;
+	const char *key = ALICE, *label = "KeyPackageTBS";
+	uint16_t suite = 2;
+
+	dbus_message_append_args(m, DBUS_TYPE_STRING, &key, DBUS_TYPE_UINT16, &suite,
+				 DBUS_TYPE_STRING, &label, DBUS_TYPE_INVALID);
+	append_ay(m, content, 8);
+	r = agent_send(own, m, 60000, s->err, sizeof(s->err), NULL, 0);
+	if (r)
+		dbus_message_unref(r);
+	bus_close(own);
+	return NULL;
+}
+
 static void test_confirm_first(void)
 {
+	signer s[3] = { 0 };
+	int ok = 0;
+
 	pin_log_reset();
-	pin_script("CONFIRM yes\n");
-	mkt_ok(is(sign(ALICE, "KeyPackageTBS"), ""), "confirm = first, Allow: signed (%s)", msg);
+	/* the first dialog takes a while: the other calls wait for its answer, not a dialog */
+	pin_script("DELAY 600\nCONFIRM yes\n");
+	for (int i = 0; i < 3; i++)
+		pthread_create(&s[i].th, NULL, sign_bg, &s[i]);
+	for (int i = 0; i < 3; i++) {
+		pthread_join(s[i].th, NULL);
+		ok += !s[i].err[0];
+	}
+	mkt_ok(ok == 3, "confirm = first, three calls at once, Allow: all signed (%d)", ok);
 	mkt_ok(pin_log_count("CONFIRM") == 1 &&
 	       strstr(pin_log_last("SETDESC "), "to sign an MLS KeyPackage with 'alice'?"),
-	       "  one CONFIRM: %s", pin_log_last("SETDESC "));
+	       "  one CONFIRM for them all (%d): %s", pin_log_count("CONFIRM"),
+	       pin_log_last("SETDESC "));
 	mkt_ok(is(sign(ALICE, "KeyPackageTBS"), "") && is(sign(ALICE, "KeyPackageTBS"), "") &&
 	       pin_log_count("CONFIRM") == 1, "  the same process is not asked again (%d)",
 	       pin_log_count("CONFIRM"));
@@ -396,6 +430,34 @@ static void test_always_authenticate(void)
 
 /* --- single-use init keys ------------------------------------------------------------------ */
 
+static DBusConnection *mon;
+
+static void drain_signals(void)
+{
+	DBusMessage *m;
+
+	dbus_connection_read_write(mon, 0);
+	while ((m = dbus_connection_pop_message(mon)))
+		dbus_message_unref(m);
+}
+
+static bool wait_signal(const char *member, int ms)
+{
+	for (double end = mkt_now() + ms / 1000.0; mkt_now() < end;) {
+		DBusMessage *m;
+
+		dbus_connection_read_write(mon, 100);
+		while ((m = dbus_connection_pop_message(mon))) {
+			bool hit = dbus_message_is_signal(m, AGENT_IFACE, member);
+
+			dbus_message_unref(m);
+			if (hit)
+				return true;
+		}
+	}
+	return false;
+}
+
 typedef struct racer {
 	pthread_t th;
 	const char *key;
@@ -427,7 +489,9 @@ static void test_single_use(void)
 	       strstr(msg, "single_use"), "an unknown option stays refused: %s", msg);
 	mkt_ok(is(decrypt(init, "UpdatePathNode"), "") && list_key("init").found,
 	       "a non-Welcome decryption does not use it up");
+	drain_signals();
 	mkt_ok(is(decrypt(init, "Welcome"), ""), "its Welcome is decrypted (%s)", msg);
+	mkt_ok(wait_signal("KeysChanged", 3000), "  KeysChanged is emitted");
 	mkt_ok(!list_key("init").found, "  then ListKeys no longer lists it");
 	mkt_ok(is(decrypt_on(c, init, "Welcome", name, sizeof(name), msg, sizeof(msg)),
 		  "NoSuchKey"), "  and a second Welcome gets NoSuchKey (%s)", name);
@@ -520,6 +584,9 @@ int main(int argc, char **argv)
 	pin_script("PIN " PIN "\n");
 	pid = start_agent();
 	c = bus_open(addr);
+	mon = bus_open(addr);
+	dbus_bus_add_match(mon, "type='signal',interface='" AGENT_IFACE "'", NULL);
+	dbus_connection_flush(mon);
 	if (!is(generate("ecdsa-p256", "bob", -2, bob, sizeof(bob)), "") ||
 	    !is(generate("dhkem-p256", "plain", -2, plain, sizeof(plain)), ""))
 		mkt_bail("cannot generate the test keys: %s %s", name, msg);

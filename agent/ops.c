@@ -439,6 +439,26 @@ const char *mk_agent_key_reason(mk_agent *a, const mk_key_info *k)
 	return mk_policy_key_reason(&a->cfg->policy, k);
 }
 
+/*
+ * A key found while a Welcome used it up (single-use) can show the attributes of an object
+ * half destroyed, which the policy refuses. Once that deletion is over (the `once` lock),
+ * a key that is gone is NoSuchKey, not AccessDenied. Only on the path of a refusal.
+ */
+static int refused_key_gone(mk_agent *a, const char *uri, int r)
+{
+	_cleanup_(mk_key_unrefp) mk_key *k = NULL;
+	char why[600];
+	int q;
+
+	snprintf(why, sizeof(why), "%s", mk_error_text(r));
+	pthread_mutex_lock(&a->once);
+	pthread_mutex_unlock(&a->once);
+	q = mk_p11_find_key(a->p11, uri, &k);
+	if (q == -ENOKEY)
+		return q;
+	return mk_error(r, "%s", why);
+}
+
 typedef int (*key_fn)(mk_key *k, void *userdata);
 
 /*
@@ -468,6 +488,8 @@ static int with_key(mk_agent *a, const mk_caller *c, const char *uri, const char
 		/* the policy decides with the key's full info, before any use of it */
 		if (r == 0 && u) {
 			r = policy_check(a, c, u, mk_key_get_info(k), NULL);
+			if (r == -EACCES && !cached)
+				r = refused_key_gone(a, uri, r);
 			if (r < 0)
 				return r;
 		}

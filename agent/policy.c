@@ -354,11 +354,40 @@ static bool label_matches(const mk_policy_rule *r, unsigned op, const char *labe
 	return in_list((const char *const *)r->labels, r->n_labels, label);
 }
 
+/*
+ * The token info of a token URI, parsed once per thread for the last URI seen (calls come
+ * in runs on one token's workers): a key pattern costs a string compare per call, not a
+ * parse. NULL when the URI does not parse or there is no memory.
+ */
+static const CK_TOKEN_INFO *token_info_of(const char *token_uri)
+{
+	static __thread char last[1024];
+	static __thread CK_TOKEN_INFO info;
+	static __thread bool valid;
+	P11KitUri *t;
+	bool ok;
+
+	if (valid && !strcmp(last, token_uri))
+		return &info;
+	if (strlen(token_uri) >= sizeof(last))
+		return NULL; /* no token URI mlskey makes is that long */
+	t = p11_kit_uri_new();
+	if (!t)
+		return NULL;
+	ok = p11_kit_uri_parse(token_uri, P11_KIT_URI_FOR_TOKEN, t) == P11_KIT_URI_OK;
+	if (ok) {
+		info = *p11_kit_uri_get_token_info(t);
+		snprintf(last, sizeof(last), "%s", token_uri);
+	}
+	valid = ok;
+	p11_kit_uri_free(t);
+	return ok ? &info : NULL;
+}
+
 /* Does the token part of the pattern u match the token that token_uri names? */
 static bool token_matches(P11KitUri *u, const char *token_uri)
 {
-	P11KitUri *t;
-	bool match;
+	const CK_TOKEN_INFO *info;
 
 	const CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info(u);
 
@@ -367,13 +396,8 @@ static bool token_matches(P11KitUri *u, const char *token_uri)
 		return true;
 	if (!token_uri)
 		return false;
-	t = p11_kit_uri_new();
-	if (!t)
-		return false;
-	match = p11_kit_uri_parse(token_uri, P11_KIT_URI_FOR_TOKEN, t) == P11_KIT_URI_OK &&
-		p11_kit_uri_match_token_info(u, p11_kit_uri_get_token_info(t));
-	p11_kit_uri_free(t);
-	return match;
+	info = token_info_of(token_uri);
+	return info && p11_kit_uri_match_token_info(u, info);
 }
 
 static bool attr_is(P11KitUri *u, CK_ATTRIBUTE_TYPE type, const void *v, size_t n)

@@ -121,8 +121,9 @@ typedef struct mk_policy_decision {
  * a key). Returns 0 and *ret (allowed, maybe after a confirmation), or -EACCES with an
  * mk_error() message naming the rule (or "the default policy") and what to change.
  * With q->key NULL, a rule with a key pattern is passed over when it refuses and taken as
- * a tentative allow when it allows: decide again once the key is known. No allocation
- * unless a rule has a key pattern.
+ * a tentative allow when it allows: decide again once the key is known. No allocation on
+ * the way to an allow, except when the calling thread meets another token URI than last
+ * time and a rule names a token. Thread-safe: p is only read.
  */
 int mk_policy_decide(const mk_policy *p, const mk_policy_request *q,
 		     mk_policy_decision *ret);

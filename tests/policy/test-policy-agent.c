@@ -24,7 +24,7 @@
 #define ALICE KEY("alice")
 
 static DBusConnection *c;
-static char self[512], conf_text[8192];
+static char self[512], cli[PATH_MAX], conf_text[8192];
 static const char *conf, *addr;
 static char name[256], msg[2048];
 static const uint8_t content[] = "an MLS structure, more or less";
@@ -515,6 +515,25 @@ static void test_single_use(void)
 	}
 }
 
+static void test_cli(void)
+{
+	char uri[1024];
+
+	run_list(&res, cli, "generate", "pkcs11:token=" TOKEN, "-a", "dhkem-p256", "-l", "cli-init",
+		 "--single-use", NULL);
+	mkt_ok(res.status == 0 && strstr(res.out, "object=cli-init"),
+	       "mlskey generate --single-use (%s)", res.err);
+	mkt_ok(list_key("cli-init").single_use, "  makes a single-use key");
+	snprintf(uri, sizeof(uri), "%.*s", (int)strcspn(res.out, "\n"), res.out);
+	mkt_ok(is(decrypt(uri, "Welcome"), "") && !list_key("cli-init").found,
+	       "  which its first Welcome uses up");
+	run_list(&res, cli, "generate", "pkcs11:token=" TOKEN, "-a", "ecdsa-p256", "-l", "cli-s",
+		 "--single-use", NULL);
+	mkt_ok(res.status != 0 && strstr(res.err, "only hpke keys"),
+	       "mlskey generate --single-use of a signature key fails: %s", res.err);
+	mkt_ok(!list_key("cli-s").found, "  and makes no key");
+}
+
 static pid_t start_agent(void)
 {
 	const char *args[] = { "--config", conf, NULL };
@@ -555,6 +574,8 @@ int main(int argc, char **argv)
 	if (n <= 0)
 		mkt_bail("cannot read /proc/self/exe");
 	self[n] = '\0';
+	if (!realpath(mkt_build_path("clients/mlskey"), cli))
+		mkt_bail("the mlskey command is not built");
 
 	pin_add_token(TOKEN, PIN);
 	if (pin_make_key(TOKEN, PIN, "alice", false) < 0 ||
@@ -577,8 +598,9 @@ int main(int argc, char **argv)
 		 "key = pkcs11:token=" TOKEN ";object=alice\nlabels = KeyPackageTBS\n"
 		 "confirm = first\n"
 		 "[rule]\nname = self\ncaller = exe:%s\noperations = sign decrypt generate delete\n"
-		 "labels = mls custom-label\n",
-		 self, self, self, self);
+		 "labels = mls custom-label\n"
+		 "[rule]\nname = cli\ncaller = exe:%s\noperations = generate\n",
+		 self, self, self, self, cli);
 	conf = write_agent_conf("policy.conf", conf_text);
 	addr = mkt_dbus_setup();
 	pin_script("PIN " PIN "\n");
@@ -598,6 +620,7 @@ int main(int argc, char **argv)
 	test_provenance();
 	test_always_authenticate();
 	test_single_use();
+	test_cli();
 	test_restart(&pid);
 
 	bus_close(c);

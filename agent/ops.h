@@ -10,6 +10,12 @@
  * not used for idle-logout seconds, on Lock, when the session locks or the machine
  * suspends (mk_agent_request_lock), and when a token is removed (mk_agent_token_gone).
  *
+ * Sign, decrypt, HpkeOpen, generate and delete ask the policy first (agent/policy.h, the
+ * [policy] and [rule]s of the configuration) with the caller and the key's full info, and
+ * the confirmation it wants through the pinentry: a refusal is -EACCES with a message that
+ * names the rule. A key hidden until login is judged after the login (a caller no rule
+ * could allow is refused before it).
+ *
  * Every function returns 0 or a negative errno of common/error.h with an mk_error()
  * message for the calling thread that says what to do.
  */

@@ -118,7 +118,7 @@ static const char *hpke_open(const char *key)
 	append_ay(m, NULL, 0);
 	append_ay(m, NULL, 0);
 	append_ay(m, pub.data, pub.len);
-	append_ay(m, content, 32);
+	append_ay(m, secret, 32); /* 32 bytes: a tag and more */
 	r = agent_send(c, m, 60000, name, sizeof(name), msg, sizeof(msg));
 	if (r)
 		dbus_message_unref(r);

@@ -419,12 +419,10 @@ static int policy_check(mk_agent *a, const mk_caller *c, use *u, const mk_key_in
 	ask_for f = { a, c, k ? k->uri : token_uri, k ? k->token_uri : token_uri, u };
 	int r;
 
+	/* a refusal is logged with the call's result, like every error */
 	r = mk_policy_decide(&a->cfg->policy, &q, &d);
-	if (r < 0) {
-		mk_log(LOG_NOTICE, "refused pid %d (%s): %s", (int)c->pid,
-		       c->exe[0] ? c->exe : "?", mk_error_text(r));
+	if (r < 0)
 		return r;
-	}
 	if (d.confirm == MK_CONFIRM_NEVER || d.tentative || u->confirmed || !f.key ||
 	    !f.token_uri)
 		return 0;

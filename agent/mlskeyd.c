@@ -77,7 +77,9 @@ static void usage(FILE *f)
 		"p11-kit, modules, log-level, max-array-bytes, max-label-bytes, workers,\n"
 		"max-queue, worker-spin-us, pin-attempts, idle-logout, token-timeout,\n"
 		"slot-poll-ms, pcsc; [token] sections: uri, pin-file, for tokens that log in\n"
-		"from a file).\n"
+		"from a file). Who may use which key: [policy] (default, confirm,\n"
+		"require-never-extracted) and [rule] sections (name, caller, key, operations,\n"
+		"labels, confirm, allow-extracted, action); see docs/API.md.\n"
 		"\n"
 		"Exit status: 0 after a clean stop; 1 on an error, or when another mlskeyd\n"
 		"already owns org.mlskey.Agent1 on the bus; 2 for a usage error.\n");

@@ -847,6 +847,8 @@ static int key_entry_parse(const char *uri, DBusMessageIter *dict, void *userdat
 			dict_bool(&var, &k->always_authenticate);
 		else if (strcmp(name, "has_certificate") == 0)
 			dict_bool(&var, &k->has_certificate);
+		else if (strcmp(name, "single_use") == 0)
+			dict_bool(&var, &k->single_use);
 		if (r < 0)
 			return r;
 	}

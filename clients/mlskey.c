@@ -104,12 +104,14 @@ static const char keys_help[] =
 	"DESCRIPTION\n"
 	"    Prints every EC key pair the agent finds: its URI, label, purpose (signature or\n"
 	"    hpke), algorithm, the MLS cipher suites it serves, its public key, and whether it\n"
-	"    was generated on the token and never left it. Listing never asks for a PIN.\n"
+	"    was generated on the token and never left it, and whether it is a single-use init\n"
+	"    key. Listing never asks for a PIN.\n"
 	"\n"
 	"OPTIONS\n"
 	"    --token URI      only keys on tokens this URI matches exactly (as 'mlskey tokens'\n"
 	"                     prints it)\n"
-	"    --all            also keys mlskey cannot use (RSA, other curves), with the reason\n"
+	"    --all            also keys mlskey cannot use (RSA, other curves, keys the policy\n"
+	"                     refuses to everyone), with the reason\n"
 	COMMON_OPTIONS_TEXT "\n" EXIT_STATUS_TEXT "\n"
 	"EXAMPLES\n"
 	"    mlskey keys\n"
@@ -542,9 +544,9 @@ static void print_key_json(const mlskey_key *k, bool first)
 	printf("\", \"usable\": %s, \"reason\": ", yes(k->usable));
 	cli_json_string(stdout, k->reason);
 	printf(", \"local\": %s, \"never_extractable\": %s, \"always_sensitive\": %s, "
-	       "\"always_authenticate\": %s, \"has_certificate\": %s}",
+	       "\"always_authenticate\": %s, \"has_certificate\": %s, \"single_use\": %s}",
 	       yes(k->local), yes(k->never_extractable), yes(k->always_sensitive),
-	       yes(k->always_authenticate), yes(k->has_certificate));
+	       yes(k->always_authenticate), yes(k->has_certificate), yes(k->single_use));
 }
 
 static void print_key_text(const mlskey_key *k)
@@ -571,11 +573,12 @@ static void print_key_text(const mlskey_key *k)
 	if (!k->usable)
 		printf("    NOT USABLE: %s\n", k->reason);
 	else
-		printf("    %s%s%s\n",
+		printf("    %s%s%s%s\n",
 		       k->local && k->never_extractable ? "generated on the token, never left it" :
 		       "imported or of unknown origin",
 		       k->always_authenticate ? ", PIN for every use" : "",
-		       k->has_certificate ? ", has a certificate" : "");
+		       k->has_certificate ? ", has a certificate" : "",
+		       k->single_use ? ", single-use (deleted after its first Welcome)" : "");
 }
 
 static int cmd_keys(cli_global *g, int argc, char **argv)

@@ -175,6 +175,7 @@ typedef struct mlskey_key {
 	bool usable;  /* mlskey can use the key; if not, reason says why */
 	char *reason; /* "" when usable */
 	bool local, never_extractable, always_sensitive, always_authenticate, has_certificate;
+	bool single_use; /* deleted after its first Welcome; in the padding: the size is as in 0.1 */
 } mlskey_key;
 
 /*

@@ -523,8 +523,14 @@ static void test_cli(void)
 		 "--single-use", NULL);
 	mkt_ok(res.status == 0 && strstr(res.out, "object=cli-init"),
 	       "mlskey generate --single-use (%s)", res.err);
-	mkt_ok(list_key("cli-init").single_use, "  makes a single-use key");
 	snprintf(uri, sizeof(uri), "%.*s", (int)strcspn(res.out, "\n"), res.out);
+	mkt_ok(list_key("cli-init").single_use, "  makes a single-use key");
+	run_list(&res, cli, "keys", NULL);
+	mkt_ok(res.status == 0 && strstr(res.out, "single-use (deleted after its first Welcome)"),
+	       "  mlskey keys says so");
+	run_list(&res, cli, "keys", "--json", NULL);
+	mkt_ok(res.status == 0 && strstr(res.out, "\"single_use\": true"),
+	       "  and mlskey keys --json (libmlskey's mlskey_key.single_use)");
 	mkt_ok(is(decrypt(uri, "Welcome"), "") && !list_key("cli-init").found,
 	       "  which its first Welcome uses up");
 	run_list(&res, cli, "generate", "pkcs11:token=" TOKEN, "-a", "ecdsa-p256", "-l", "cli-s",

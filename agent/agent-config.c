@@ -33,6 +33,7 @@ int mk_config_init(mk_config *c)
 	c->pcsc = true;
 	c->pin_attempts = 3;
 	c->idle_logout = 15 * 60;
+	mk_policy_init(&c->policy);
 	return 0;
 }
 
@@ -56,6 +57,7 @@ void mk_config_clear(mk_config *c)
 	free(c->allow_users);
 	free(c->allow_groups);
 	free(c->audit_file);
+	mk_policy_clear(&c->policy);
 	free(c->address);
 	free(c->pinentry);
 	memset(c, 0, sizeof(*c));
@@ -425,10 +427,14 @@ static int on_entry(void *userdata, const char *section, const char *name, const
 		r = mk_config_set(st->c, name, value);
 	} else if (strcmp(section, "token") == 0) {
 		r = on_token_entry(st, name, value);
+	} else if (strcmp(section, "policy") == 0) {
+		r = mk_policy_set(&st->c->policy, name, value);
+	} else if (strcmp(section, "rule") == 0) {
+		r = mk_policy_set_rule(&st->c->policy, name, value);
 	} else {
 		st->r = -EINVAL;
-		snprintf(st->msg, sizeof(st->msg), "unknown section [%s] (known: [agent], [token])",
-			 section);
+		snprintf(st->msg, sizeof(st->msg), "unknown section [%s] (known: [agent], [token], "
+			 "[policy], [rule])", section);
 		return 0;
 	}
 	if (r < 0) {
@@ -460,8 +466,14 @@ int mk_config_load(mk_config *c, const char *path)
 	if (line > 0 && st.r < 0)
 		return mk_error(st.r, "%s:%d: %s", path, line, st.msg);
 	if (line > 0)
-		return mk_error(-EINVAL, "%s:%d: syntax error (expected [agent] or [token] and "
-				"key = value)", path, line);
+		return mk_error(-EINVAL, "%s:%d: syntax error (expected [agent], [token], [policy] "
+				"or [rule] and key = value)", path, line);
+	if (mk_policy_check(&c->policy) < 0) {
+		char why[400];
+
+		snprintf(why, sizeof(why), "%s", mk_error_text(-EINVAL));
+		return mk_error(-EINVAL, "%s: %s", path, why);
+	}
 	return 0;
 }
 

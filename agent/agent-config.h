@@ -33,12 +33,43 @@
  * An entry applies to every token its URI matches (the first matching entry wins).
  * pin-file must be an absolute path. (The URI is a value, not part of the section name,
  * because inih cuts section names after 49 bytes.)
+ *
+ * Who may use which key (agent/policy.h). The defaults, written out:
+ *
+ *   [policy]
+ *   default = allow                 allow | deny: calls no rule matches
+ *   confirm = never                 never | first | always: for calls no rule matches
+ *   require-never-extracted = yes   only keys the token says never left it
+ *
+ *   [rule]                          repeatable: each `name =` starts a rule
+ *   name = mailbox
+ *   caller = exe:/usr/bin/mailbox unit:mailbox.service app:org.example.Mail any
+ *                                   any of these (required)
+ *   key = any                       or a pkcs11: URI pattern: every attribute it names
+ *                                   (token, serial, id, object, ...) must equal the key's
+ *   operations = sign decrypt       sign decrypt hpke-open generate delete keypackage
+ *   labels = mls                    mls (the labels RFC 9420 defines for the operation:
+ *                                   FramedContentTBS, LeafNodeTBS, KeyPackageTBS,
+ *                                   GroupInfoTBS to sign; Welcome, UpdatePathNode to
+ *                                   decrypt), any, and/or more labels, exactly
+ *   confirm = never                 never | first | always
+ *   allow-extracted = no            yes only when key names one key (token + id/object)
+ *   action = allow                  allow | deny
+ *
+ * Rules are checked in file order; the first rule whose caller, operation, label and key
+ * match decides. No match: [policy] default, but the default never allows HpkeOpen nor a
+ * label the RFC does not define for the operation. A key with CKA_ALWAYS_AUTHENTICATE is
+ * used only when the deciding allow rule names that one key. confirm = first asks once per
+ * caller process, key, operation and label, until the next logout (Lock, session lock,
+ * idle logout, removal).
  */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+
+#include "agent/policy.h"
 
 typedef enum mk_bus_kind {
 	MK_BUS_SESSION,
@@ -87,6 +118,7 @@ typedef struct mk_config {
 	gid_t *allow_groups;    /* system mode: members of these may call */
 	size_t n_allow_groups;
 	char *audit_file;       /* absolute path, or NULL */
+	mk_policy policy;       /* [policy] and [rule] (agent/policy.h) */
 } mk_config;
 
 /* Fills c with the defaults. Returns 0 or -ENOMEM. Free with mk_config_clear(). */

@@ -16,6 +16,7 @@
 
 #include "agent/check.h"
 #include "agent/ops-private.h"
+#include "agent/policy.h"
 #include "common/error.h"
 
 void mk_bytes_array_free(mk_bytes *a, size_t n)
@@ -221,6 +222,11 @@ int mk_agent_import_certificates(mk_agent *a, const mk_caller *c, const char *ke
 	r = key_find(a, c, key_uri, what, &k);
 	if (r < 0)
 		return r;
+	r = mk_agent_authorize(a, c, MK_POLICY_CERTIFICATE, key_uri, &k, what);
+	if (r < 0) {
+		mk_key_info_clear(&k);
+		return r;
+	}
 	g = mk_gate_get(a, k.token_uri);
 	mk_gate_enter(a, g);
 	r = mk_p11_import_certificates(a->p11, &k, certs, n);

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "agent/keypackage-op.h"
+#include "agent/policy.h"
 #include "agent/suite.h"
 #include "common/error.h"
 
@@ -308,6 +309,7 @@ int mk_agent_create_key_package(mk_agent *a, const mk_caller *c, const char *sig
 				uint16_t suite, const mk_kp_options *o, mk_kp_created *ret)
 {
 	const mk_suite *s = mk_suite_get(suite);
+	mk_caller inner = *c;
 	mk_kp_created out = { 0 };
 	build *b;
 	int r;
@@ -317,6 +319,13 @@ int mk_agent_create_key_package(mk_agent *a, const mk_caller *c, const char *sig
 	r = mk_kp_options_check(o);
 	if (r < 0)
 		return r;
+	/* decided once, with the signature key; the steps inside are not asked again */
+	r = mk_agent_authorize(a, c, MK_POLICY_KEYPACKAGE, sig_key_uri, NULL,
+			       "create an MLS KeyPackage");
+	if (r < 0)
+		return r;
+	inner.granted |= MK_POLICY_GENERATE | MK_POLICY_SIGN | MK_POLICY_DELETE;
+	c = &inner;
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return -ENOMEM;

@@ -642,6 +642,49 @@ out:
 	return r;
 }
 
+/* --- confirmations ---------------------------------------------------------------------- */
+
+int mk_login_confirm(mk_agent *a, gate *g, const char *title, const char *desc,
+		     bool (*already)(void *userdata), void (*allowed)(void *userdata),
+		     void *userdata)
+{
+	mk_pinentry_request req = {
+		.program = a->cfg->pinentry,
+		.title = title,
+		.description = desc,
+		.ok = "Allow",
+		.cancel = "Deny",
+		.timeout_s = a->cfg->pinentry_timeout,
+		.cancel_fd = g->cancel_fd,
+	};
+	int r;
+
+	pthread_mutex_lock(&g->dialog);
+	/* another call waiting for the same question may have had it answered meanwhile */
+	if (already && already(userdata)) {
+		pthread_mutex_unlock(&g->dialog);
+		return 0;
+	}
+	r = dialog_begin(a, g);
+	if (r == 0) {
+		r = mk_pinentry_confirm(&req);
+		if (r == -ECANCELED) {
+			bool gone;
+
+			pthread_mutex_lock(&a->lock);
+			gone = g->gone;
+			pthread_mutex_unlock(&a->lock);
+			if (gone)
+				r = mk_error(-ENOMEDIUM, "the token was removed while the use of its "
+					     "key was asked; insert it and retry");
+		}
+	}
+	if (r == 0 && allowed)
+		allowed(userdata);
+	pthread_mutex_unlock(&g->dialog);
+	return r;
+}
+
 /* --- logging out: the agent's thread ----------------------------------------------------- */
 
 static void logout_token(mk_agent *a, const char *uri, const char *why)
@@ -649,6 +692,7 @@ static void logout_token(mk_agent *a, const char *uri, const char *why)
 	int r = mk_p11_logout(a->p11, uri);
 
 	mk_login_forget(a, uri);
+	mk_agent_confirmations_forget(a, uri);
 	mk_agent_cache_clear(a);
 	if (r < 0)
 		mk_log(LOG_WARNING, "cannot log out of token %s (%s): %s", uri, why,
@@ -662,6 +706,7 @@ static void logout_all(mk_agent *a, const char *why)
 	int r = mk_p11_logout(a->p11, NULL);
 
 	mk_login_forget(a, NULL);
+	mk_agent_confirmations_forget(a, NULL);
 	mk_agent_cache_clear(a);
 	if (r < 0)
 		mk_log(LOG_WARNING, "cannot log out of every token (%s): %s", why,

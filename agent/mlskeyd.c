@@ -79,7 +79,10 @@ static void usage(FILE *f)
 		"p11-kit, modules, log-level, max-array-bytes, max-label-bytes, workers,\n"
 		"max-queue, worker-spin-us, pin-attempts, idle-logout, token-timeout,\n"
 		"slot-poll-ms, pcsc, allow-users, allow-groups, audit-file; [token] sections:\n"
-		"uri, pin-file, for tokens that log in from a file).\n"
+		"uri, pin-file, for tokens that log in from a file). Who may use which key:\n"
+		"[policy] (default, confirm, require-never-extracted) and [rule] sections (name,\n"
+		"caller, key, operations, labels, confirm, allow-extracted, action); see\n"
+		"docs/API.md.\n"
 		"\n"
 		"Exit status: 0 after a clean stop; 1 on an error, or when another mlskeyd\n"
 		"already owns org.mlskey.Agent1 on the bus; 2 for a usage error.\n");

@@ -64,7 +64,26 @@ struct mk_agent {
 	bool lock_pending;   /* a request to log out of every token ... */
 	char lock_why[128];  /* ... and why */
 	bool rescan;       /* a token was removed: find which, and log out of it */
+	/* the policy (ops.c), under lock: */
+	struct confirmed *confirmed; /* confirm = first: what was allowed, until a logout */
+	size_t n_confirmed;
+	char **consumed;   /* single-use keys used up (their URIs), so no handle outlives them */
+	size_t n_consumed;
+	pthread_mutex_t once; /* one Welcome decryption with a single-use key at a time */
+	mk_agent_notify_fn keys_notify; /* a single-use key was used up: KeysChanged */
+	void *keys_notify_ud;
 };
+
+/* A confirmation given (confirm = first): for this process, key, operation and label. */
+typedef struct confirmed {
+	pid_t pid;
+	unsigned long long start_time;
+	char *exe;
+	char *key;       /* the key's URI (mk_key_info.uri), or the token's for GenerateKey */
+	char *token_uri; /* to forget it at the token's logout */
+	unsigned op;
+	char *label;     /* NULL for operations without one */
+} confirmed;
 
 /* One operation of a client, for the context-specific login of its key (login.c). */
 typedef struct mk_call {
@@ -85,6 +104,9 @@ void mk_agent_refresh_tokens(mk_agent *a);
 
 /* The info of the token of uri (a token or key URI), rescanning once for a new token. */
 int mk_agent_token_get(mk_agent *a, const char *uri, mk_token_info *ret);
+
+/* Forgets the confirmations (confirm = first) given for token_uri's keys (NULL: all). */
+void mk_agent_confirmations_forget(mk_agent *a, const char *token_uri);
 
 /* "VERB with key \"LABEL\"" (or "VERB with a key") into buf, for dialogs and logs. */
 void mk_agent_describe(char *buf, size_t n, const char *verb, const char *uri);
@@ -120,6 +142,18 @@ int mk_login(mk_agent *a, const mk_caller *c, const char *uri, const char *what,
 /* The mk_p11_auth_fn of a call (userdata: its mk_call): context-specific logins. */
 int mk_login_context_pin(void *userdata, const mk_key_info *key, unsigned attempt,
 			 int last_error, mk_secret **ret_pin);
+
+/*
+ * Asks the person a yes/no question (OK "Allow", Cancel "Deny") through the pinentry, one
+ * dialog at a time on g's token (under its dialog mutex). When already (may be NULL) says
+ * true once the mutex is held, no dialog is shown; allowed (may be NULL) is called, still
+ * under the mutex, when the person allowed it, so that calls waiting for the same question
+ * find the answer. 0 = allowed; -ECANCELED (Deny, closed, timeout), -ENOMEDIUM (the token
+ * was removed meanwhile), -EACCES (no pinentry).
+ */
+int mk_login_confirm(mk_agent *a, gate *g, const char *title, const char *desc,
+		     bool (*already)(void *userdata), void (*allowed)(void *userdata),
+		     void *userdata);
 
 /* The agent logged out of token_uri (NULL: of every token): its idle timer stops. */
 void mk_login_forget(mk_agent *a, const char *token_uri);

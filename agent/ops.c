@@ -28,6 +28,7 @@ int mk_agent_new(const mk_config *cfg, mk_agent **ret)
 		return -ENOMEM;
 	a->cfg = cfg;
 	pthread_mutex_init(&a->lock, NULL);
+	pthread_mutex_init(&a->once, NULL);
 	r = mk_p11_open(&o, &a->p11);
 	if (r == 0)
 		r = mk_login_start(a);
@@ -43,6 +44,12 @@ void mk_agent_set_notify(mk_agent *a, mk_agent_notify_fn fn, void *userdata)
 {
 	a->notify = fn;
 	a->notify_ud = userdata;
+}
+
+void mk_agent_set_keys_notify(mk_agent *a, mk_agent_notify_fn fn, void *userdata)
+{
+	a->keys_notify = fn;
+	a->keys_notify_ud = userdata;
 }
 
 static void cache_clear_locked(mk_agent *a)
@@ -83,8 +90,13 @@ mk_agent *mk_agent_free(mk_agent *a)
 	/* the thread first: it uses the token layer */
 	mk_login_free(a);
 	mk_agent_cache_clear(a);
+	mk_agent_confirmations_forget(a, NULL);
+	for (size_t i = 0; i < a->n_consumed; i++)
+		free(a->consumed[i]);
+	free(a->consumed);
 	mk_p11_free(a->p11);
 	free(a->token_state);
+	pthread_mutex_destroy(&a->once);
 	pthread_mutex_destroy(&a->lock);
 	free(a);
 	return NULL;
@@ -237,6 +249,221 @@ void mk_agent_describe(char *buf, size_t n, const char *verb, const char *uri)
 		snprintf(buf, n, "%s with a key", verb);
 }
 
+/* --- the policy (agent/policy.h) ---------------------------------------------------------- */
+
+/* One use of a key by one call, as the policy sees it. */
+typedef struct use {
+	unsigned op;       /* MK_POLICY_* */
+	const char *label; /* the MLS label, or NULL */
+	bool confirmed;    /* the person allowed it in this call already */
+} use;
+
+static void confirmed_clear(confirmed *x)
+{
+	free(x->exe);
+	free(x->key);
+	free(x->token_uri);
+	free(x->label);
+}
+
+void mk_agent_confirmations_forget(mk_agent *a, const char *token_uri)
+{
+	pthread_mutex_lock(&a->lock);
+	for (size_t i = 0; i < a->n_confirmed;) {
+		if (token_uri && strcmp(a->confirmed[i].token_uri, token_uri) != 0) {
+			i++;
+			continue;
+		}
+		confirmed_clear(&a->confirmed[i]);
+		a->confirmed[i] = a->confirmed[--a->n_confirmed];
+	}
+	if (!a->n_confirmed) {
+		free(a->confirmed);
+		a->confirmed = NULL;
+	}
+	pthread_mutex_unlock(&a->lock);
+}
+
+/* What a confirmation is for. */
+typedef struct ask_for {
+	mk_agent *a;
+	const mk_caller *c;
+	const char *key, *token_uri; /* key: the key's URI, or the token's (GenerateKey) */
+	const use *u;
+} ask_for;
+
+static bool confirmed_is(const confirmed *x, const ask_for *f)
+{
+	return x->pid == f->c->pid && x->start_time == f->c->start_time && x->op == f->u->op &&
+	       !strcmp(x->exe, f->c->exe) && !strcmp(x->key, f->key) &&
+	       (x->label ? f->u->label && !strcmp(x->label, f->u->label) : !f->u->label);
+}
+
+/* mk_login_confirm's `already`: was this allowed (confirm = first) since the last logout? */
+static bool confirmed_has(void *userdata)
+{
+	ask_for *f = userdata;
+	bool hit = false;
+
+	pthread_mutex_lock(&f->a->lock);
+	for (size_t i = 0; !hit && i < f->a->n_confirmed; i++)
+		hit = confirmed_is(&f->a->confirmed[i], f);
+	pthread_mutex_unlock(&f->a->lock);
+	return hit;
+}
+
+/* Remembers an allowed use (confirm = first); without memory it is just asked again. */
+static void confirmed_add(void *userdata)
+{
+	const ask_for *f = userdata;
+	mk_agent *a = f->a;
+	confirmed x = {
+		.pid = f->c->pid,
+		.start_time = f->c->start_time,
+		.exe = strdup(f->c->exe),
+		.key = strdup(f->key),
+		.token_uri = strdup(f->token_uri),
+		.op = f->u->op,
+		.label = f->u->label ? strdup(f->u->label) : NULL,
+	};
+	confirmed *grown;
+
+	if (!x.exe || !x.key || !x.token_uri || (f->u->label && !x.label)) {
+		confirmed_clear(&x);
+		return;
+	}
+	pthread_mutex_lock(&a->lock);
+	grown = a->n_confirmed < KEY_CACHE_MAX
+			? realloc(a->confirmed, (a->n_confirmed + 1) * sizeof(*grown))
+			: NULL;
+	if (grown) {
+		a->confirmed = grown;
+		a->confirmed[a->n_confirmed++] = x;
+	}
+	pthread_mutex_unlock(&a->lock);
+	if (!grown)
+		confirmed_clear(&x);
+}
+
+/* "sign an MLS KeyPackage", "sign with the label \"x\"", ... into buf. */
+static void use_words(char *buf, size_t n, const use *u)
+{
+	const char *w = mk_policy_label_words(u->op, u->label);
+
+	if (w)
+		snprintf(buf, n, "%s", w);
+	else if (u->op == MK_POLICY_SIGN)
+		snprintf(buf, n, "sign with the label \"%.100s\"", u->label ? u->label : "");
+	else if (u->op == MK_POLICY_DECRYPT)
+		snprintf(buf, n, "decrypt with the label \"%.100s\"", u->label ? u->label : "");
+	else if (u->op == MK_POLICY_HPKE_OPEN)
+		snprintf(buf, n, "decrypt an HPKE message (HpkeOpen, no MLS label)");
+	else if (u->op == MK_POLICY_GENERATE)
+		snprintf(buf, n, "generate a new key");
+	else if (u->op == MK_POLICY_KEYPACKAGE)
+		snprintf(buf, n, "create an MLS KeyPackage (two new keys on the token, signed)");
+	else if (u->op == MK_POLICY_CERTIFICATE)
+		snprintf(buf, n, "store a certificate chain for the key");
+	else
+		snprintf(buf, n, "delete a key");
+}
+
+/* Asks the person whether f may go on; 0 or -EACCES / -ENOMEDIUM with a message. */
+static int confirm(ask_for *f, const mk_key_info *k, mk_policy_confirm mode)
+{
+	mk_agent *a = f->a;
+	const mk_caller *c = f->c;
+	mk_token_info t = { 0 };
+	char title[300], desc[1200], words[200];
+	const char *exe = c->exe[0] ? c->exe : "an unknown program";
+	const char *tok = "(unknown)";
+	gate *g;
+	int r;
+
+	if (mode == MK_CONFIRM_FIRST && confirmed_has(f))
+		return 0;
+	g = mk_gate_get(a, f->token_uri);
+	if (!g)
+		return -ENOMEM;
+	if (mk_p11_get_token(a->p11, f->token_uri, &t) == 0 && t.label && t.label[0])
+		tok = t.label;
+	use_words(words, sizeof(words), f->u);
+	if (k) {
+		const char *kl = k->label && k->label[0] ? k->label : "(no label)";
+
+		snprintf(title, sizeof(title), "mlskey: allow the use of key \"%.100s\"?", kl);
+		snprintf(desc, sizeof(desc),
+			 "Allow %s (pid %d) to %s with '%s'?\n\nKey \"%s\" on token \"%s\".",
+			 exe, (int)c->pid, words, kl, kl, tok);
+	} else {
+		snprintf(title, sizeof(title), "mlskey: allow a new key on token \"%.100s\"?", tok);
+		snprintf(desc, sizeof(desc), "Allow %s (pid %d) to %s on token \"%s\"?", exe,
+			 (int)c->pid, words, tok);
+	}
+	mk_log(LOG_INFO, "asking whether pid %d (%s) may %s (%s)", (int)c->pid, exe, words,
+	       f->key);
+	r = mk_login_confirm(a, g, title, desc, mode == MK_CONFIRM_FIRST ? confirmed_has : NULL,
+			     mode == MK_CONFIRM_FIRST ? confirmed_add : NULL, f);
+	if (r == -ECANCELED)
+		r = mk_error(-EACCES, "the use was not allowed: the person at the desktop refused "
+			     "to let %s %s (or the dialog was closed or timed out)", exe, words);
+	mk_token_info_clear(&t);
+	return r;
+}
+
+/*
+ * The policy's decision on u by caller c with key k (NULL: not known yet, then only a
+ * certain refusal counts) on token token_uri, and the confirmation it wants.
+ */
+static int policy_check(mk_agent *a, const mk_caller *c, use *u, const mk_key_info *k,
+			const char *token_uri)
+{
+	mk_policy_request q = { c, u->op, u->label, k, token_uri };
+	mk_policy_decision d;
+	ask_for f = { a, c, k ? k->uri : token_uri, k ? k->token_uri : token_uri, u };
+	int r;
+
+	/* a step of an operation that was decided as a whole (mk_caller.granted) */
+	if (u->op & c->granted)
+		return 0;
+	/* a refusal is logged with the call's result, like every error */
+	r = mk_policy_decide(&a->cfg->policy, &q, &d);
+	if (r < 0)
+		return r;
+	if (d.confirm == MK_CONFIRM_NEVER || d.tentative || u->confirmed || !f.key ||
+	    !f.token_uri)
+		return 0;
+	r = confirm(&f, k, d.confirm);
+	if (r == 0)
+		u->confirmed = true;
+	return r;
+}
+
+const char *mk_agent_key_reason(mk_agent *a, const mk_key_info *k)
+{
+	return mk_policy_key_reason(&a->cfg->policy, k);
+}
+
+/*
+ * A key found while a Welcome used it up (single-use) can show the attributes of an object
+ * half destroyed, which the policy refuses. Once that deletion is over (the `once` lock),
+ * a key that is gone is NoSuchKey, not AccessDenied. Only on the path of a refusal.
+ */
+static int refused_key_gone(mk_agent *a, const char *uri, int r)
+{
+	_cleanup_(mk_key_unrefp) mk_key *k = NULL;
+	char why[600];
+	int q;
+
+	snprintf(why, sizeof(why), "%s", mk_error_text(r));
+	pthread_mutex_lock(&a->once);
+	pthread_mutex_unlock(&a->once);
+	q = mk_p11_find_key(a->p11, uri, &k);
+	if (q == -ENOKEY)
+		return q;
+	return mk_error(r, "%s", why);
+}
+
 typedef int (*key_fn)(mk_key *k, void *userdata);
 
 /*
@@ -244,7 +471,7 @@ typedef int (*key_fn)(mk_key *k, void *userdata);
  * for it, and telling a removed token from other failures.
  */
 static int with_key(mk_agent *a, const mk_caller *c, const char *uri, const char *verb,
-		    key_fn fn, void *userdata)
+		    use *u, key_fn fn, void *userdata)
 {
 	mk_call call = { .a = a, .c = c, .verb = verb, .uri = uri };
 	long long t_call = c->t_call_ns ? c->t_call_ns : mk_agent_clock_ns();
@@ -262,6 +489,14 @@ static int with_key(mk_agent *a, const mk_caller *c, const char *uri, const char
 			searched_again = true;
 			mk_agent_refresh_tokens(a);
 			continue;
+		}
+		/* the policy decides with the key's full info, before any use of it */
+		if (r == 0 && u) {
+			r = policy_check(a, c, u, mk_key_get_info(k), NULL);
+			if (r == -EACCES && !cached)
+				r = refused_key_gone(a, uri, r);
+			if (r < 0)
+				return r;
 		}
 		if (r == 0) {
 			/* a key that wants the PIN for every use asks it through this call */
@@ -287,6 +522,13 @@ static int with_key(mk_agent *a, const mk_caller *c, const char *uri, const char
 		if (logged_in)
 			return mk_error(-EACCES, "the token still asks for a login after a "
 						 "successful one; lock it and retry");
+		/* the key is hidden until login: refuse what no rule could allow before the PIN
+		 * dialog; the full decision (and any confirmation) follows the login */
+		if (u) {
+			r = policy_check(a, c, u, NULL, NULL);
+			if (r < 0)
+				return r;
+		}
 		/* the dialog's words are only built when there is a dialog */
 		char what[200];
 
@@ -323,6 +565,8 @@ int mk_agent_generate(mk_agent *a, const mk_caller *c, const char *token_uri, mk
 		      const char *label, unsigned flags, char **ret_uri)
 {
 	mk_token_info t = { 0 };
+	use u = { MK_POLICY_GENERATE, NULL, false };
+	unsigned p11_flags = 0;
 	char what[200];
 	gate *g;
 	int r;
@@ -333,26 +577,68 @@ int mk_agent_generate(mk_agent *a, const mk_caller *c, const char *token_uri, mk
 			     token_uri);
 	if (r < 0)
 		return r;
+	if (flags & ~MK_GENERATE_SINGLE_USE) {
+		mk_token_info_clear(&t);
+		return mk_error(-EINVAL, "unknown GenerateKey flags 0x%x", flags);
+	}
+	if ((flags & MK_GENERATE_SINGLE_USE) && mk_key_alg_is_signature(alg)) {
+		mk_token_info_clear(&t);
+		return mk_error(-EINVAL, "only hpke keys can be single-use, not a %s key",
+				mk_key_alg_name(alg));
+	}
+	r = policy_check(a, c, &u, NULL, t.uri);
+	if (r < 0) {
+		mk_token_info_clear(&t);
+		return r;
+	}
 	snprintf(what, sizeof(what), "generate a new %s key \"%.100s\"", mk_key_alg_name(alg),
 		 label);
+	if (flags & MK_GENERATE_SINGLE_USE)
+		p11_flags |= MK_P11_GENERATE_SINGLE_USE;
 	g = mk_gate_get(a, t.uri);
 	mk_gate_enter(a, g);
-	r = mk_p11_generate_key(a->p11, t.uri, alg, label, ret_uri);
+	r = mk_p11_generate_key_flags(a->p11, t.uri, alg, label, p11_flags, ret_uri);
 	if (r == -ENOTCONN) {
 		r = mk_login(a, c, t.uri, what, c->t_call_ns ? c->t_call_ns : mk_agent_clock_ns());
 		if (r == 0)
-			r = mk_p11_generate_key(a->p11, t.uri, alg, label, ret_uri);
+			r = mk_p11_generate_key_flags(a->p11, t.uri, alg, label, p11_flags,
+						      ret_uri);
 	}
 	mk_gate_leave(a, g);
 	mk_token_info_clear(&t);
 	return r;
 }
 
+static int fn_noop(mk_key *k, void *userdata)
+{
+	(void)k;
+	(void)userdata;
+	return 0;
+}
+
+int mk_agent_authorize(mk_agent *a, const mk_caller *c, unsigned op, const char *key_uri,
+		       const mk_key_info *k, const char *verb)
+{
+	use u = { op, NULL, false };
+
+	if (k)
+		return policy_check(a, c, &u, k, NULL);
+	return with_key(a, c, key_uri, verb, &u, fn_noop, NULL);
+}
+
 int mk_agent_delete(mk_agent *a, const mk_caller *c, const char *key_uri)
 {
+	use u = { MK_POLICY_DELETE, NULL, false };
 	char what[200];
 	int r;
 
+	/* the policy decides with the key's info when the key is there (a lone public
+	 * object is judged by the caller and operation alone) */
+	r = with_key(a, c, key_uri, "delete the key pair", &u, fn_noop, NULL);
+	if (r == -ENOKEY)
+		r = policy_check(a, c, &u, NULL, NULL);
+	if (r < 0)
+		return r;
 	mk_agent_describe(what, sizeof(what), "delete the key pair", key_uri);
 	r = mk_p11_delete_key(a->p11, key_uri);
 	if (r == -ENOTCONN) {
@@ -435,7 +721,7 @@ int mk_agent_public_key(mk_agent *a, const mk_caller *c, const char *key_uri, mk
 	r = public_key_from_list(a, key_uri, ret);
 	if (r == 0 || r == -ENOMEM)
 		return r;
-	return with_key(a, c, key_uri, "read the public key", fn_public_key, ret);
+	return with_key(a, c, key_uri, "read the public key", NULL, fn_public_key, ret);
 }
 
 typedef struct sign_args {
@@ -457,11 +743,14 @@ int mk_agent_sign(mk_agent *a, const mk_caller *c, const char *key_uri, uint16_t
 		  const char *label, const uint8_t *content, size_t content_len, mk_bytes *ret_sig)
 {
 	sign_args s = { suite, label, content, content_len, ret_sig };
+	use u = { MK_POLICY_SIGN, label, false };
 
-	return with_key(a, c, key_uri, "sign (MLS SignWithLabel)", fn_sign, &s);
+	return with_key(a, c, key_uri, "sign (MLS SignWithLabel)", &u, fn_sign, &s);
 }
 
 typedef struct open_args {
+	mk_agent *a;
+	bool used_up; /* a single-use key was used for its Welcome and deleted */
 	uint16_t suite, kdf, aead;
 	const char *label;
 	const uint8_t *context, *info, *aad, *enc, *ct;
@@ -469,10 +758,79 @@ typedef struct open_args {
 	mk_bytes *ret;
 } open_args;
 
+static bool consumed_has(mk_agent *a, const char *uri)
+{
+	bool hit = false;
+
+	pthread_mutex_lock(&a->lock);
+	for (size_t i = 0; !hit && i < a->n_consumed; i++)
+		hit = !strcmp(a->consumed[i], uri);
+	pthread_mutex_unlock(&a->lock);
+	return hit;
+}
+
+static void consumed_add(mk_agent *a, const char *uri)
+{
+	char *s = strdup(uri), **grown;
+
+	if (!s)
+		return; /* the key is gone from the token anyway: its handle fails */
+	pthread_mutex_lock(&a->lock);
+	grown = realloc(a->consumed, (a->n_consumed + 1) * sizeof(*grown));
+	if (grown) {
+		a->consumed = grown;
+		a->consumed[a->n_consumed++] = s;
+		s = NULL;
+	}
+	pthread_mutex_unlock(&a->lock);
+	free(s);
+}
+
+/*
+ * A Welcome with a single-use key: one at a time, and the key pair and its marker are
+ * destroyed before the plaintext is given out; when they cannot be, it is not given out.
+ */
+static int decrypt_once(open_args *o, mk_key *k)
+{
+	const mk_key_info *i = mk_key_get_info(k);
+	mk_agent *a = o->a;
+	int r;
+
+	pthread_mutex_lock(&a->once);
+	if (consumed_has(a, i->uri)) {
+		r = mk_error(-ENOKEY, "single-use key \"%s\" was used for a Welcome already and "
+			     "is deleted; generate a new one", i->label ? i->label : "");
+		goto out;
+	}
+	r = mk_mls_decrypt_with_label(k, o->suite, o->label, o->context, o->context_len, o->enc,
+				      o->enc_len, o->ct, o->ct_len, o->ret);
+	if (r < 0)
+		goto out;
+	r = mk_p11_delete_key(a->p11, i->uri);
+	if (r < 0) {
+		char why[300];
+
+		snprintf(why, sizeof(why), "%s", mk_error_text(r));
+		mk_bytes_clear(o->ret);
+		r = mk_error(-EIO, "single-use key \"%s\" could not be deleted after its Welcome "
+			     "(%s); the Welcome is not given out, retry", i->label ? i->label : "",
+			     why);
+		goto out;
+	}
+	consumed_add(a, i->uri);
+	o->used_up = true;
+	mk_log(LOG_NOTICE, "single-use key %s was used for its Welcome and deleted", i->uri);
+out:
+	pthread_mutex_unlock(&a->once);
+	return r;
+}
+
 static int fn_decrypt(mk_key *k, void *userdata)
 {
 	open_args *o = userdata;
 
+	if (mk_key_get_info(k)->single_use && !strcmp(o->label, "Welcome"))
+		return decrypt_once(o, k);
 	return mk_mls_decrypt_with_label(k, o->suite, o->label, o->context, o->context_len,
 					 o->enc, o->enc_len, o->ct, o->ct_len, o->ret);
 }
@@ -483,6 +841,7 @@ int mk_agent_decrypt(mk_agent *a, const mk_caller *c, const char *key_uri, uint1
 		     size_t ct_len, mk_bytes *ret_pt)
 {
 	open_args o = {
+		.a = a,
 		.suite = suite,
 		.label = label,
 		.context = context,
@@ -494,7 +853,16 @@ int mk_agent_decrypt(mk_agent *a, const mk_caller *c, const char *key_uri, uint1
 		.ret = ret_pt,
 	};
 
-	return with_key(a, c, key_uri, "decrypt (MLS DecryptWithLabel)", fn_decrypt, &o);
+	use u = { MK_POLICY_DECRYPT, label, false };
+	int r;
+
+	r = with_key(a, c, key_uri, "decrypt (MLS DecryptWithLabel)", &u, fn_decrypt, &o);
+	if (o.used_up) {
+		mk_agent_cache_clear(a);
+		if (a->keys_notify)
+			a->keys_notify(a->keys_notify_ud);
+	}
+	return r;
 }
 
 static int fn_hpke_open(mk_key *k, void *userdata)
@@ -506,6 +874,10 @@ static int fn_hpke_open(mk_key *k, void *userdata)
 	if (mk_key_alg_is_signature(i->alg) || i->alg == MK_ALG_NONE)
 		return mk_error(-EOPNOTSUPP, "key \"%s\" is a %s key; HpkeOpen needs an hpke key",
 				i->label ? i->label : "", mk_key_alg_name(i->alg));
+	if (i->single_use)
+		return mk_error(-EACCES, "key \"%s\" is a single-use key: HpkeOpen would open its "
+				"Welcome without using it up; use DecryptWithLabel",
+				i->label ? i->label : "");
 	r = mk_check_point(i->alg, o->enc, o->enc_len);
 	if (r < 0)
 		return r;
@@ -532,7 +904,9 @@ int mk_agent_hpke_open(mk_agent *a, const mk_caller *c, const char *key_uri, uin
 		.ret = ret_pt,
 	};
 
-	return with_key(a, c, key_uri, "decrypt (HPKE Open)", fn_hpke_open, &o);
+	use u = { MK_POLICY_HPKE_OPEN, NULL, false };
+
+	return with_key(a, c, key_uri, "decrypt (HPKE Open)", &u, fn_hpke_open, &o);
 }
 
 int mk_agent_lock(mk_agent *a, const char *token_uri)
@@ -543,11 +917,13 @@ int mk_agent_lock(mk_agent *a, const char *token_uri)
 	if (!token_uri[0]) {
 		r = mk_p11_logout(a->p11, NULL);
 		mk_login_forget(a, NULL);
+		mk_agent_confirmations_forget(a, NULL);
 	} else {
 		r = mk_agent_token_get(a, token_uri, &t);
 		if (r == 0) {
 			r = mk_p11_logout(a->p11, t.uri);
 			mk_login_forget(a, t.uri);
+			mk_agent_confirmations_forget(a, t.uri);
 		}
 		mk_token_info_clear(&t);
 	}

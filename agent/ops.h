@@ -10,6 +10,12 @@
  * not used for idle-logout seconds, on Lock, when the session locks or the machine
  * suspends (mk_agent_request_lock), and when a token is removed (mk_agent_token_gone).
  *
+ * Sign, decrypt, HpkeOpen, generate and delete ask the policy first (agent/policy.h, the
+ * [policy] and [rule]s of the configuration) with the caller and the key's full info, and
+ * the confirmation it wants through the pinentry: a refusal is -EACCES with a message that
+ * names the rule. A key hidden until login is judged after the login (a caller no rule
+ * could allow is refused before it).
+ *
  * Every function returns 0 or a negative errno of common/error.h with an mk_error()
  * message for the calling thread that says what to do.
  */
@@ -39,6 +45,13 @@ typedef struct mk_caller {
 	char unit[256]; /* its systemd unit (from /proc/PID/cgroup), e.g. "mailbox.service"; "" */
 	char app_id[256]; /* its Flatpak app id ([Application] name of /.flatpak-info); "" */
 	long long t_call_ns; /* when the call arrived (mk_agent_clock_ns); 0 = unknown */
+	/*
+	 * MK_POLICY_* operations (agent/policy.h) the policy allowed already for this call as a
+	 * whole: CreateKeyPackage is decided once, as "keypackage" with its signature key, and
+	 * the key generation, signatures and clean-up it does inside are not asked again. 0
+	 * for every call from the bus.
+	 */
+	unsigned granted;
 } mk_caller;
 
 /* CLOCK_MONOTONIC in nanoseconds: the clock of mk_caller.t_call_ns. */
@@ -56,6 +69,26 @@ int mk_agent_new(const mk_config *cfg, mk_agent **ret);
 
 /* Sets the function called when tokens change (TokensChanged). */
 void mk_agent_set_notify(mk_agent *a, mk_agent_notify_fn fn, void *userdata);
+
+/* Sets the function called (on a worker) when the agent itself changed the keys: a
+ * single-use key was used up and deleted (KeysChanged). */
+void mk_agent_set_keys_notify(mk_agent *a, mk_agent_notify_fn fn, void *userdata);
+
+/*
+ * Why the policy (agent/policy.h) refuses key k whoever asks, in words (static), or NULL
+ * when some caller may use it: for ListKeys' usable and reason.
+ */
+const char *mk_agent_key_reason(mk_agent *a, const mk_key_info *k);
+
+/*
+ * Asks the policy whether caller c may do op (MK_POLICY_*, no MLS label) with the key
+ * key_uri names, with the key's info: k when the caller has it already (no token call),
+ * else found as operations find it (which may log in first, on tokens that hide their
+ * private keys). Asks for a confirmation when the deciding rule wants one. 0 or
+ * -EACCES with a message naming the rule; the errors of finding the key.
+ */
+int mk_agent_authorize(mk_agent *a, const mk_caller *c, unsigned op, const char *key_uri,
+		       const mk_key_info *k, const char *verb);
 
 /* Aborts PIN dialogs now and later (shutdown): they end with -ECANCELED. Thread-safe. */
 void mk_agent_abort_dialogs(mk_agent *a);

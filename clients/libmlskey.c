@@ -869,6 +869,8 @@ static int key_entry_parse(const char *uri, DBusMessageIter *dict, void *userdat
 			dict_int64(&var, &k->certificate_not_before);
 		else if (strcmp(name, "certificate_not_after") == 0)
 			dict_int64(&var, &k->certificate_not_after);
+		else if (strcmp(name, "single_use") == 0)
+			dict_bool(&var, &k->single_use);
 		if (r < 0)
 			return r;
 	}
@@ -917,6 +919,28 @@ _public_ int mlskey_list_keys(mlskey_client *c, mlskey_key **ret, size_t *ret_n)
 _public_ int mlskey_generate_key(mlskey_client *c, const char *token_uri, const char *purpose,
 				 const char *algorithm, const char *label, char **ret_uri)
 {
+	return mlskey_generate_key_flags(c, token_uri, purpose, algorithm, label, 0, ret_uri);
+}
+
+/* Appends the option single_use = true to the a{sv} opts. */
+static bool append_single_use(DBusMessageIter *opts)
+{
+	DBusMessageIter e, v;
+	const char *key = "single_use";
+	dbus_bool_t yes = TRUE;
+
+	return dbus_message_iter_open_container(opts, DBUS_TYPE_DICT_ENTRY, NULL, &e) &&
+	       dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key) &&
+	       dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, "b", &v) &&
+	       dbus_message_iter_append_basic(&v, DBUS_TYPE_BOOLEAN, &yes) &&
+	       dbus_message_iter_close_container(&e, &v) &&
+	       dbus_message_iter_close_container(opts, &e);
+}
+
+_public_ int mlskey_generate_key_flags(mlskey_client *c, const char *token_uri,
+				       const char *purpose, const char *algorithm,
+				       const char *label, unsigned flags, char **ret_uri)
+{
 	_cleanup_msg_ DBusMessage *m = NULL, *reply = NULL;
 	DBusMessageIter it, opts;
 	const char *uri;
@@ -926,6 +950,10 @@ _public_ int mlskey_generate_key(mlskey_client *c, const char *token_uri, const 
 	err_clear();
 	if (!c || !ret_uri)
 		return err_set(-EINVAL, "org.mlskey.Error.InvalidInput", "argument is NULL");
+	if (flags & ~MLSKEY_GENERATE_SINGLE_USE)
+		return err_set(-EINVAL, "org.mlskey.Error.InvalidInput",
+			       "unknown generate flags 0x%x (known: MLSKEY_GENERATE_SINGLE_USE)",
+			       flags);
 	if (!label)
 		label = "";
 	r = check_string("the token URI", token_uri);
@@ -954,6 +982,7 @@ _public_ int mlskey_generate_key(mlskey_client *c, const char *token_uri, const 
 	    (r = append_string(&it, algorithm)) < 0 || (r = append_string(&it, label)) < 0)
 		return r;
 	if (!dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &opts) ||
+	    ((flags & MLSKEY_GENERATE_SINGLE_USE) && !append_single_use(&opts)) ||
 	    !dbus_message_iter_close_container(&it, &opts))
 		return err_nomem();
 	r = call(c, m, &reply);

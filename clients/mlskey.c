@@ -107,14 +107,15 @@ static const char keys_help[] =
 	"DESCRIPTION\n"
 	"    Prints every EC key pair the agent finds: its URI, label, purpose (signature or\n"
 	"    hpke), algorithm, the MLS cipher suites it serves, its public key, and whether it\n"
-	"    was generated on the token and never left it, and the subject and issuer of its\n"
-	"    X.509 certificate when the token holds one ('mlskey cert show' for the chain).\n"
-	"    Listing never asks for a PIN.\n"
+	"    was generated on the token and never left it, whether it is a single-use init key,\n"
+	"    and the subject and issuer of its X.509 certificate when the token holds one\n"
+	"    ('mlskey cert show' for the chain). Listing never asks for a PIN.\n"
 	"\n"
 	"OPTIONS\n"
 	"    --token URI      only keys on tokens this URI matches exactly (as 'mlskey tokens'\n"
 	"                     prints it)\n"
-	"    --all            also keys mlskey cannot use (RSA, other curves), with the reason\n"
+	"    --all            also keys mlskey cannot use (RSA, other curves, keys the policy\n"
+	"                     refuses to everyone), with the reason\n"
 	COMMON_OPTIONS_TEXT "\n" EXIT_STATUS_TEXT "\n"
 	"EXAMPLES\n"
 	"    mlskey keys\n"
@@ -125,7 +126,7 @@ static const char generate_help[] =
 	"    mlskey generate - generate a key pair on a token\n"
 	"\n"
 	"SYNOPSIS\n"
-	"    mlskey generate TOKEN --algorithm ALG [--label LABEL]\n"
+	"    mlskey generate TOKEN --algorithm ALG [--label LABEL] [--single-use]\n"
 	"\n"
 	"DESCRIPTION\n"
 	"    Generates a key pair on the token TOKEN (a token URI; pkcs11:token=NAME is enough\n"
@@ -136,10 +137,13 @@ static const char generate_help[] =
 	"    -a, --algorithm ALG  signature keys: ecdsa-p256, ecdsa-p384, ecdsa-p521, ed25519;\n"
 	"                         HPKE keys: dhkem-p256, dhkem-p384, dhkem-p521, dhkem-x25519\n"
 	"    -l, --label LABEL    the key's label on the token (default: none)\n"
+	"    --single-use         an HPKE init key for one Welcome: the agent deletes it from\n"
+	"                         the token after its first DecryptWithLabel(\"Welcome\")\n"
 	COMMON_OPTIONS_TEXT "\n" EXIT_STATUS_TEXT "\n"
 	"EXAMPLES\n"
 	"    KEY=$(mlskey generate 'pkcs11:token=mytoken' -a ecdsa-p256 -l alice)\n"
-	"    mlskey generate 'pkcs11:token=mytoken' --algorithm dhkem-x25519 --label alice-hpke\n";
+	"    mlskey generate 'pkcs11:token=mytoken' --algorithm dhkem-x25519 --label alice-hpke\n"
+	"    mlskey generate 'pkcs11:token=mytoken' -a dhkem-p256 -l alice-init --single-use\n";
 
 static const char delete_help[] =
 	"NAME\n"
@@ -313,6 +317,7 @@ enum {
 	OPT_AAD,
 	OPT_ALL,
 	OPT_TOKEN,
+	OPT_SINGLE_USE,
 };
 
 #define COMMON_LONG_OPTIONS                                                                        \
@@ -323,7 +328,7 @@ enum {
 typedef struct cmd_opts {
 	const char *algorithm, *label, *out, *kem_out, *suite, *in, *context, *kem_output;
 	const char *signature, *public_key, *kdf, *aead, *info, *aad, *token;
-	bool hpke, all, help;
+	bool hpke, all, help, single_use;
 } cmd_opts;
 
 /*
@@ -381,6 +386,9 @@ static int parse_opts(cli_global *g, int argc, char **argv, const char *shortopt
 			break;
 		case OPT_HPKE:
 			o->hpke = true;
+			break;
+		case OPT_SINGLE_USE:
+			o->single_use = true;
 			break;
 		case OPT_KDF:
 			o->kdf = optarg;
@@ -540,9 +548,9 @@ static void print_key_json(const mlskey_key *k, bool first)
 	printf("\", \"usable\": %s, \"reason\": ", yes(k->usable));
 	cli_json_string(stdout, k->reason);
 	printf(", \"local\": %s, \"never_extractable\": %s, \"always_sensitive\": %s, "
-	       "\"always_authenticate\": %s, \"has_certificate\": %s",
+	       "\"always_authenticate\": %s, \"has_certificate\": %s, \"single_use\": %s",
 	       yes(k->local), yes(k->never_extractable), yes(k->always_sensitive),
-	       yes(k->always_authenticate), yes(k->has_certificate));
+	       yes(k->always_authenticate), yes(k->has_certificate), yes(k->single_use));
 	if (k->has_certificate) {
 		printf(", \"certificate_subject\": ");
 		cli_json_string(stdout, k->certificate_subject);
@@ -578,11 +586,12 @@ static void print_key_text(const mlskey_key *k)
 	if (!k->usable)
 		printf("    NOT USABLE: %s\n", k->reason);
 	else
-		printf("    %s%s%s\n",
+		printf("    %s%s%s%s\n",
 		       k->local && k->never_extractable ? "generated on the token, never left it" :
 		       "imported or of unknown origin",
 		       k->always_authenticate ? ", PIN for every use" : "",
-		       k->has_certificate ? ", has a certificate" : "");
+		       k->has_certificate ? ", has a certificate" : "",
+		       k->single_use ? ", single-use (deleted after its first Welcome)" : "");
 	if (k->has_certificate)
 		printf("    certificate %s\n        issued by %s\n", k->certificate_subject,
 		       k->certificate_issuer);
@@ -635,6 +644,7 @@ static int cmd_generate(cli_global *g, int argc, char **argv)
 	static const struct option lo[] = { COMMON_LONG_OPTIONS,
 					    { "algorithm", required_argument, NULL, 'a' },
 					    { "label", required_argument, NULL, 'l' },
+					    { "single-use", no_argument, NULL, OPT_SINGLE_USE },
 					    {} };
 	_cleanup_client_ mlskey_client *c = NULL;
 	_cleanup_free_ char *uri = NULL;
@@ -652,7 +662,8 @@ static int cmd_generate(cli_global *g, int argc, char **argv)
 				       "dhkem-x25519");
 	if ((r = connect_agent(g, &c)))
 		return r;
-	r = mlskey_generate_key(c, argv[optind], NULL, o.algorithm, o.label, &uri);
+	r = mlskey_generate_key_flags(c, argv[optind], NULL, o.algorithm, o.label,
+				      o.single_use ? MLSKEY_GENERATE_SINGLE_USE : 0, &uri);
 	if (r < 0)
 		return cli_fail(g, r, "cannot generate the key");
 	if (g->json) {

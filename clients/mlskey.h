@@ -175,6 +175,7 @@ typedef struct mlskey_key {
 	bool usable;  /* mlskey can use the key; if not, reason says why */
 	char *reason; /* "" when usable */
 	bool local, never_extractable, always_sensitive, always_authenticate, has_certificate;
+	bool single_use; /* deleted after its first Welcome; in the padding: the size is as in 0.1 */
 	/* when has_certificate: that certificate's subject and issuer (RFC 2253), "" else */
 	char *certificate_subject, *certificate_issuer;
 	int64_t certificate_not_before, certificate_not_after; /* seconds since 1970; 0 else */
@@ -199,6 +200,18 @@ void mlskey_keys_free(mlskey_key *keys, size_t n);
  */
 int mlskey_generate_key(mlskey_client *c, const char *token_uri, const char *purpose,
 			const char *algorithm, const char *label, char **ret_uri);
+
+/* mlskey_generate_key_flags flags. */
+#define MLSKEY_GENERATE_SINGLE_USE 0x1u /* GenerateKey option single_use: hpke keys only */
+
+/*
+ * mlskey_generate_key with MLSKEY_GENERATE_* flags (0: the same call). A single-use key is
+ * an HPKE init key for one Welcome: the agent marks it on the token and deletes it after
+ * its first successful DecryptWithLabel("Welcome"). Unknown flags are -EINVAL.
+ */
+int mlskey_generate_key_flags(mlskey_client *c, const char *token_uri, const char *purpose,
+			      const char *algorithm, const char *label, unsigned flags,
+			      char **ret_uri);
 
 /* Deletes both halves of the key pair that key_uri names (DeleteKey). May ask for the PIN. */
 int mlskey_delete_key(mlskey_client *c, const char *key_uri);

@@ -96,6 +96,7 @@ struct job {
 	blob *certs; /* ImportCertificates: n_certs DER certificates, borrowed from msg */
 	size_t n_certs;
 	bool allow_expired; /* GetCredential's option */
+	unsigned flags;   /* GenerateKey: MK_GENERATE_* from its options */
 	int result;
 	bool keys_changed;
 	mk_tokens_call *call; /* registered with the token watchdog while queued and running */
@@ -689,8 +690,11 @@ static void run_list_keys(job *j)
 		dict_array(&d, "cipher_suites", DBUS_TYPE_UINT16, "aq", suites, ns);
 		dict_array(&d, "public_key", DBUS_TYPE_BYTE, "ay", k[i].public_key,
 			   k[i].public_key ? k[i].public_key_len : 0);
-		dict_b(&d, "usable", k[i].alg != MK_ALG_NONE && !k[i].reason);
-		dict_s(&d, "reason", k[i].reason);
+		/* the policy's view: the token layer's reasons, the provenance gate, ... */
+		const char *why = mk_agent_key_reason(j->bus->agent, &k[i]);
+
+		dict_b(&d, "usable", k[i].alg != MK_ALG_NONE && !why);
+		dict_s(&d, "reason", why);
 		dict_b(&d, "local", k[i].local);
 		dict_b(&d, "never_extractable", k[i].never_extractable);
 		dict_b(&d, "always_sensitive", k[i].always_sensitive);
@@ -705,6 +709,7 @@ static void run_list_keys(job *j)
 			dict_basic(&d, "certificate_not_before", DBUS_TYPE_INT64, "x", &nb);
 			dict_basic(&d, "certificate_not_after", DBUS_TYPE_INT64, "x", &na);
 		}
+		dict_b(&d, "single_use", k[i].single_use);
 		l.ok = d.ok && entry_close(&l.list, &st, &dm);
 	}
 	list_end(j, &l);
@@ -731,15 +736,30 @@ static int check_generate(mk_bus *b, job *j)
 	if (r < 0)
 		return r;
 	dbus_message_iter_recurse(&it, &opts);
-	if (dbus_message_iter_get_arg_type(&opts) == DBUS_TYPE_DICT_ENTRY) {
-		DBusMessageIter e;
+	for (; dbus_message_iter_get_arg_type(&opts) == DBUS_TYPE_DICT_ENTRY;
+	     dbus_message_iter_next(&opts)) {
+		DBusMessageIter e, v;
 		const char *key;
+		dbus_bool_t yes;
 
 		dbus_message_iter_recurse(&opts, &e);
 		dbus_message_iter_get_basic(&e, &key);
-		return mk_error(-EINVAL, "GenerateKey option \"%.64s\" is unknown; no options are "
-					 "defined yet, pass an empty a{sv}",
-				key);
+		dbus_message_iter_next(&e);
+		dbus_message_iter_recurse(&e, &v);
+		if (strcmp(key, "single_use") != 0)
+			return mk_error(-EINVAL, "GenerateKey option \"%.64s\" is unknown (known: "
+					"single_use)", key);
+		if (dbus_message_iter_get_arg_type(&v) != DBUS_TYPE_BOOLEAN)
+			return mk_error(-EINVAL, "GenerateKey option single_use must be a boolean "
+					"(b)");
+		dbus_message_iter_get_basic(&v, &yes);
+		if (yes && mk_key_alg_is_signature(j->alg))
+			return mk_error(-EINVAL, "only hpke keys can be single-use (an init key for "
+					"one Welcome), not a %s key", mk_key_alg_name(j->alg));
+		if (yes)
+			j->flags |= MK_GENERATE_SINGLE_USE;
+		else
+			j->flags &= ~MK_GENERATE_SINGLE_USE;
 	}
 	return mk_uri_token_part(j->uri, &j->queue);
 }
@@ -748,7 +768,8 @@ static void run_generate(job *j)
 {
 	_cleanup_free_ char *uri = NULL;
 
-	j->result = mk_agent_generate(j->bus->agent, &j->caller, j->uri, j->alg, j->label, 0, &uri);
+	j->result = mk_agent_generate(j->bus->agent, &j->caller, j->uri, j->alg, j->label, j->flags,
+				      &uri);
 	if (j->result < 0)
 		return;
 	j->keys_changed = true;
@@ -759,7 +780,8 @@ static void run_generate(job *j)
 		j->reply = NULL;
 	}
 	if (j->reply)
-		mk_log(LOG_NOTICE, "generated %s key %s", mk_key_alg_name(j->alg), uri);
+		mk_log(LOG_NOTICE, "generated %s%s key %s", j->flags & MK_GENERATE_SINGLE_USE ?
+		       "single-use " : "", mk_key_alg_name(j->alg), uri);
 }
 
 static int check_key_only(mk_bus *b, job *j)
@@ -1304,6 +1326,7 @@ static const struct audit_shape {
 } audit_shapes[] = {
 	{ "ListTokens", false, -1, true },   { "ListKeys", false, -1, true },
 	{ "ListSlots", false, -1, true },    { "GetPublicKey", false, -1, true },
+	{ "GetCredential", false, -1, true },
 	{ "SignWithLabel", true, 0, false }, /* the content */
 	{ "DecryptWithLabel", true, 2, false }, /* the ciphertext */
 	{ "HpkeOpen", false, 3, false },     /* the ciphertext */
@@ -1423,6 +1446,15 @@ static void tokens_changed(void *userdata)
 	mk_bus *b = userdata;
 
 	atomic_store(&b->tokens_changed, true);
+	poke(b);
+}
+
+/* A worker: the agent deleted a key by itself (a used-up single-use key). */
+static void keys_changed(void *userdata)
+{
+	mk_bus *b = userdata;
+
+	atomic_store(&b->keys_changed, true);
 	poke(b);
 }
 
@@ -2018,6 +2050,7 @@ static int setup(mk_bus *b, const sigset_t *stop)
 		return r;
 	mk_workers_set_spin(b->workers, b->cfg->worker_spin_us);
 	mk_agent_set_notify(b->agent, tokens_changed, b);
+	mk_agent_set_keys_notify(b->agent, keys_changed, b);
 	r = mk_tokens_start(b->tokens, b->agent, tokens_event, answer_early, b);
 	if (r < 0)
 		return r;

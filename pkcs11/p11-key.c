@@ -379,6 +379,53 @@ static int classify(CK_KEY_TYPE kt, bool have_kt, const uint8_t *params, size_t 
  * Reads a key pair from its private object (priv, or CK_INVALID_HANDLE when hidden) and/or
  * its public object (pub) into *ret, *ret_curve, *ret_kt.
  */
+/* --- single-use markers ------------------------------------------------------------------ */
+
+#define MARKER_APP "mlskey"
+#define MARKER_LABEL "single-use"
+
+/* The template of the single-use marker of the key with CKA_ID id (5 entries). */
+static CK_ULONG marker_template(CK_OBJECT_CLASS *cls, const uint8_t *id, size_t id_len,
+				CK_ATTRIBUTE tmpl[5])
+{
+	*cls = CKO_DATA;
+	tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, cls, sizeof(*cls) };
+	tmpl[1] = (CK_ATTRIBUTE){ CKA_APPLICATION, (void *)MARKER_APP, strlen(MARKER_APP) };
+	tmpl[2] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)MARKER_LABEL, strlen(MARKER_LABEL) };
+	tmpl[3] = (CK_ATTRIBUTE){ CKA_VALUE, (void *)id, id_len };
+	tmpl[4] = (CK_ATTRIBUTE){ CKA_TOKEN, NULL, 0 }; /* filled in by the creator */
+	return 4;
+}
+
+/* The markers of the key with CKA_ID id (at most cap) into out, *ret_n. */
+static int markers_find(const mk_token *t, CK_SESSION_HANDLE s, const uint8_t *id,
+			size_t id_len, CK_OBJECT_HANDLE *out, size_t cap, size_t *ret_n)
+{
+	CK_OBJECT_CLASS cls;
+	CK_ATTRIBUTE tmpl[5];
+
+	if (!id_len) {
+		*ret_n = 0;
+		return 0;
+	}
+	return find_objects(t, s, tmpl, marker_template(&cls, id, id_len, tmpl), out, cap, ret_n);
+}
+
+static CK_RV marker_create(const mk_token *t, CK_SESSION_HANDLE s, const uint8_t *id,
+			   size_t id_len)
+{
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_OBJECT_CLASS cls;
+	CK_ATTRIBUTE tmpl[7];
+	CK_OBJECT_HANDLE h;
+	CK_ULONG n = marker_template(&cls, id, id_len, tmpl);
+
+	tmpl[n++] = (CK_ATTRIBUTE){ CKA_TOKEN, &yes, sizeof(yes) };
+	tmpl[n++] = (CK_ATTRIBUTE){ CKA_PRIVATE, &yes, sizeof(yes) };
+	tmpl[n++] = (CK_ATTRIBUTE){ CKA_MODIFIABLE, &no, sizeof(no) };
+	return t->f->C_CreateObject(s, tmpl, n, &h);
+}
+
 static int key_info_read(const mk_token *t, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE priv,
 			 CK_OBJECT_HANDLE pub, mk_key_info *ret, mk_curve *ret_curve,
 			 CK_KEY_TYPE *ret_kt)
@@ -433,6 +480,15 @@ static int key_info_read(const mk_token *t, CK_SESSION_HANDLE s, CK_OBJECT_HANDL
 		k.always_authenticate = attr_bool(t, s, priv, CKA_ALWAYS_AUTHENTICATE);
 		k.sensitive = attr_bool(t, s, priv, CKA_SENSITIVE);
 		k.extractable = attr_bool(t, s, priv, CKA_EXTRACTABLE);
+		if (k.can_derive) {
+			CK_OBJECT_HANDLE m;
+			size_t n_m = 0;
+
+			/* a failed search leaves the key as it is: no marker seen */
+			k.single_use = markers_find(t, s, k.id, k.id_len, &m, 1, &n_m) == 0 &&
+				       n_m > 0;
+			mk_error_clear();
+		}
 	} else {
 		k.can_sign = attr_bool(t, s, pub, CKA_VERIFY);
 		k.can_derive = attr_bool(t, s, pub, CKA_DERIVE);
@@ -1057,6 +1113,12 @@ static CK_RV generate_pair(mk_token *t, CK_SESSION_HANDLE s, mk_key_alg alg, boo
 int mk_p11_generate_key(mk_p11 *p, const char *token_uri, mk_key_alg alg, const char *label,
 			char **ret_uri)
 {
+	return mk_p11_generate_key_flags(p, token_uri, alg, label, 0, ret_uri);
+}
+
+int mk_p11_generate_key_flags(mk_p11 *p, const char *token_uri, mk_key_alg alg,
+			      const char *label, unsigned flags, char **ret_uri)
+{
 	CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
 	mk_token *t = NULL;
 	uint8_t id[16];
@@ -1098,6 +1160,13 @@ int mk_p11_generate_key(mk_p11 *p, const char *token_uri, mk_key_alg alg, const 
 		r = mk_error(-EIO, "token \"%s\" did not mark the new key as generated on the token "
 			     "and never extractable; the key was deleted", t->label);
 		goto out_destroy;
+	}
+	if (flags & MK_P11_GENERATE_SINGLE_USE) {
+		rv = marker_create(t, s.h, id, sizeof(id));
+		if (rv != CKR_OK) {
+			r = mk_p11_error(rv, t, "mark the new key as single-use (it was deleted)");
+			goto out_destroy;
+		}
 	}
 	r = key_uri_format(t, id, sizeof(id), label, &uri);
 	if (r < 0)
@@ -1145,7 +1214,6 @@ static int token_delete_key(mk_token *t, const key_query *q)
 	}
 	r = find_objects(t, s.h, tmpl, key_template(&cls, &pq, tmpl), pubs, ELEMENTSOF(pubs),
 			 &n_pub);
-	free(id);
 	if (r < 0)
 		goto out;
 	if (priv == CK_INVALID_HANDLE && n_pub == 0) {
@@ -1157,8 +1225,20 @@ static int token_delete_key(mk_token *t, const key_query *q)
 		rv = t->f->C_DestroyObject(s.h, priv);
 	for (size_t i = 0; rv == CKR_OK && i < n_pub; i++)
 		rv = t->f->C_DestroyObject(s.h, pubs[i]);
+	/* the key's single-use marker goes with it (by the CKA_ID of the pair) */
+	if (rv == CKR_OK && pq.id && pq.id->ulValueLen) {
+		CK_OBJECT_HANDLE marks[4];
+		size_t n_marks = 0;
+
+		if (markers_find(t, s.h, pq.id->pValue, pq.id->ulValueLen, marks,
+				 ELEMENTSOF(marks), &n_marks) == 0)
+			for (size_t i = 0; rv == CKR_OK && i < n_marks; i++)
+				rv = t->f->C_DestroyObject(s.h, marks[i]);
+		mk_error_clear();
+	}
 	r = mk_p11_error(rv, t, "delete a key");
 out:
+	free(id);
 	mk_token_return(t, &s, r == -ENOMEDIUM);
 	return r;
 }

@@ -143,6 +143,8 @@ typedef struct mk_key_info {
 	char *cert_subject;   /* RFC 2253 string (OpenSSL's XN_FLAG_RFC2253), ASCII */
 	char *cert_issuer;
 	int64_t cert_not_before, cert_not_after; /* seconds since the epoch */
+	bool single_use;      /* an mlskey single-use marker names it (MK_P11_GENERATE_SINGLE_USE);
+				 the marker is private: only seen once logged in */
 } mk_key_info;
 
 /*
@@ -180,7 +182,21 @@ const mk_key_info *mk_key_get_info(const mk_key *k);
 int mk_p11_generate_key(mk_p11 *p, const char *token_uri, mk_key_alg alg, const char *label,
 			char **ret_uri);
 
-/* Destroys both objects of the key pair that uri names. -ENOKEY if none. */
+/* mk_p11_generate_key_flags flags. */
+#define MK_P11_GENERATE_SINGLE_USE (1u << 0)
+
+/*
+ * mk_p11_generate_key with flags. MK_P11_GENERATE_SINGLE_USE also creates, in the same
+ * session, the key's single-use marker: a CKO_DATA object (CKA_TOKEN, CKA_PRIVATE,
+ * CKA_MODIFIABLE FALSE, CKA_APPLICATION "mlskey", CKA_LABEL "single-use", CKA_VALUE = the
+ * key's CKA_ID) that mk_key_info.single_use reflects; when the marker cannot be made, the
+ * pair is destroyed and the error returned.
+ */
+int mk_p11_generate_key_flags(mk_p11 *p, const char *token_uri, mk_key_alg alg,
+			      const char *label, unsigned flags, char **ret_uri);
+
+/* Destroys both objects of the key pair that uri names, and its single-use marker. -ENOKEY
+ * if none. */
 int mk_p11_delete_key(mk_p11 *p, const char *uri);
 
 /* --- certificates (p11-cert.c) ---------------------------------------------------------- */

@@ -16,6 +16,15 @@
  */
 pid_t mkt_agent_start(const char *const *extra_args);
 
+/*
+ * A [rule] for tests that are not about the policy (issue 7): any caller may use any key
+ * with any label, HpkeOpen included. (The default policy allows only the MLS labels and no
+ * HpkeOpen; tests/policy/ tests the policy itself.)
+ */
+#define MKT_RULE_OPEN                                                                          \
+	"[rule]\nname = tests-open\ncaller = any\n"                                             \
+	"operations = sign decrypt hpke-open generate delete\nlabels = any\n"
+
 /* Stops the daemon started by mkt_agent_start (SIGTERM, wait). Returns its exit status. */
 int mkt_agent_stop(pid_t pid);
 

@@ -16,7 +16,7 @@ static const uint8_t content[] = "content";
 static pid_t spawn_busctl_sign(const char *key)
 {
 	char *argv[] = { "busctl", addr_arg, "call", AGENT_NAME, AGENT_PATH, AGENT_IFACE,
-			 "SignWithLabel", "sqsay", (char *)key, "2", "x", "3", "1", "2", "3",
+			 "SignWithLabel", "sqsay", (char *)key, "2", "LeafNodeTBS", "3", "1", "2", "3",
 			 "--timeout=120", NULL };
 	posix_spawn_file_actions_t fa;
 	pid_t pid;
@@ -56,7 +56,7 @@ static bool sign_ok(DBusConnection *c, const char *key)
 {
 	_cleanup_bytes_ mk_bytes sig = MK_BYTES_NULL;
 	char name[256] = "";
-	bool ok = agent_sign(c, key, 2, "x", content, sizeof(content), &sig, name,
+	bool ok = agent_sign(c, key, 2, "LeafNodeTBS", content, sizeof(content), &sig, name,
 			     sizeof(name)) == 0;
 
 	if (!ok)
@@ -120,7 +120,7 @@ static DBusPendingCall *sign_async(DBusConnection *c, const char *key)
 {
 	DBusMessage *m = agent_call_new("SignWithLabel");
 	DBusPendingCall *pending = NULL;
-	const char *label = "x";
+	const char *label = "LeafNodeTBS";
 	dbus_uint16_t suite = 2;
 
 	dbus_message_append_args(m, DBUS_TYPE_STRING, &key, DBUS_TYPE_UINT16, &suite,
@@ -199,7 +199,7 @@ static void test_stop_during_dialog(void)
 	DBusPendingCall *pending = NULL;
 	double t0;
 	int n0, status;
-	const char *label = "x";
+	const char *label = "LeafNodeTBS";
 	dbus_uint16_t suite = 2;
 
 	mkt_pinentry_control("");

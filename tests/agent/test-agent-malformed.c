@@ -287,7 +287,8 @@ int main(void)
 	addr = mkt_dbus_setup();
 	mkt_pinentry_log_path();
 	mkt_pinentry_control("");
-	conf = write_agent_conf("malformed.conf", "[agent]\nmax-array-bytes = 1024\n");
+	conf = write_agent_conf("malformed.conf",
+				"[agent]\nmax-array-bytes = 1024\n" MKT_RULE_OPEN);
 	args[0] = "--config";
 	args[1] = conf;
 	args[2] = NULL;

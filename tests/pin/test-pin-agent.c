@@ -34,7 +34,7 @@ static int sign(char *msg, size_t cap)
 	int r;
 
 	mk_error_clear();
-	r = mk_agent_sign(a, &caller, key_uri, 2, "x", (const uint8_t *)"abc", 3, &sig);
+	r = mk_agent_sign(a, &caller, key_uri, 2, "LeafNodeTBS", (const uint8_t *)"abc", 3, &sig);
 	if (msg)
 		snprintf(msg, cap, "%s", r < 0 ? mk_error_text(r) : "");
 	mk_bytes_clear(&sig);

@@ -13,6 +13,8 @@
 #define PIN "123456"
 #define ALICE "pkcs11:token=" TOKEN ";object=alice;type=private"
 #define EACH "pkcs11:token=" TOKEN ";object=each;type=private"
+/* the always-authenticate key is used only under a rule that names it (issue 7) */
+#define RULE_EACH "[rule]\nname = each\ncaller = any\nkey = pkcs11:token=" TOKEN ";object=each\n"
 
 static DBusConnection *c;
 
@@ -311,7 +313,8 @@ static void test_always_authenticate(void)
 
 static void test_attempts_setting(void)
 {
-	const char *conf = write_agent_conf("one-attempt.conf", "[agent]\npin-attempts = 1\n");
+	const char *conf = write_agent_conf("one-attempt.conf",
+					    "[agent]\npin-attempts = 1\n" RULE_EACH);
 	const char *args[] = { "--config", conf, NULL };
 	pid_t pid;
 
@@ -324,6 +327,7 @@ static void test_attempts_setting(void)
 
 int main(void)
 {
+	const char *args[] = { "--config", NULL, NULL };
 	pid_t pid;
 
 	pin_add_token(TOKEN, PIN);
@@ -331,7 +335,8 @@ int main(void)
 		mkt_bail("cannot make the test keys");
 	mkt_shim_setup();
 	pin_script("");
-	pid = pin_agent_start(NULL, NULL, NULL);
+	args[1] = write_agent_conf("dialog.conf", RULE_EACH);
+	pid = pin_agent_start(NULL, NULL, args);
 	c = bus_open(mkt_dbus_setup());
 
 	test_right_pin();

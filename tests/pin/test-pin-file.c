@@ -71,7 +71,9 @@ int main(void)
 	snprintf(pin_file, sizeof(pin_file), "%s/hsm.pin", mkt_tmpdir());
 	snprintf(log_path, sizeof(log_path), "%s/mlskeyd.log", mkt_tmpdir());
 	snprintf(conf_text, sizeof(conf_text),
-		 "[agent]\nlog-level = debug\n[token]\nuri = pkcs11:token=hsm\npin-file = %s\n",
+		 "[agent]\nlog-level = debug\n[token]\nuri = pkcs11:token=hsm\npin-file = %s\n"
+		 /* the always-authenticate key is used only under a rule that names it */
+		 "[rule]\nname = each\ncaller = any\nkey = pkcs11:token=hsm;object=each\n",
 		 pin_file);
 	conf = write_agent_conf("pin-file.conf", conf_text);
 	write_pin(PIN "\n", 0600);

@@ -48,6 +48,7 @@
  *   key = any                       or a pkcs11: URI pattern: every attribute it names
  *                                   (token, serial, id, object, ...) must equal the key's
  *   operations = sign decrypt       sign decrypt hpke-open generate delete keypackage
+ *                                   import-certificate
  *   labels = mls                    mls (the labels RFC 9420 defines for the operation:
  *                                   FramedContentTBS, LeafNodeTBS, KeyPackageTBS,
  *                                   GroupInfoTBS to sign; Welcome, UpdatePathNode to

@@ -438,7 +438,9 @@ static int gates(const mk_policy *p, const mk_policy_request *q, const mk_policy
 	const mk_key_info *k = q->key;
 	const char *who = r ? r->name : NULL;
 
-	if (!k || q->op == MK_POLICY_GENERATE || q->op == MK_POLICY_DELETE)
+	/* storing a certificate for a key is no use of the key */
+	if (!k || q->op == MK_POLICY_GENERATE || q->op == MK_POLICY_DELETE ||
+	    q->op == MK_POLICY_CERTIFICATE)
 		return 0;
 	if (k->always_authenticate && !(r && r->key_exact))
 		return mk_error(-EACCES, "key \"%s\" wants its PIN for every use (a "

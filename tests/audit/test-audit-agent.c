@@ -320,9 +320,9 @@ static void session_mode(const char *conf, const char *audit, const char *log)
 	       "DecryptWithLabel opens it");
 	calls++;
 	mk_bytes_clear(&pt);
-	mkt_ok(agent_decrypt(c, hkey, 2, "Commit", &ctxb, &kem, &ct, &pt, name, sizeof(name)) < 0 &&
+	mkt_ok(agent_decrypt(c, hkey, 2, "UpdatePathNode", &ctxb, &kem, &ct, &pt, name, sizeof(name)) < 0 &&
 		       strstr(name, "DecryptFailed"),
-	       "under another label it fails (%s): a refusal from the worker", name);
+	       "under another MLS label it fails (%s): a refusal from the worker", name);
 	calls++;
 
 	/* a read, and a call with a bad argument */
@@ -377,7 +377,7 @@ static void session_mode(const char *conf, const char *audit, const char *log)
 		       strstr(str(o, "exe"), "test-audit-agent"),
 	       "the decryption: SHA-256 of the ciphertext, label, this test as the exe");
 	o = find(rs, "DecryptWithLabel", "org.mlskey.Error.DecryptFailed", 0, h3);
-	mkt_ok(o && eq(o, "label", "Commit") && str(o, "error"),
+	mkt_ok(o && eq(o, "label", "UpdatePathNode") && str(o, "error"),
 	       "the failed decryption, with its message");
 	mkt_ok(count(rs, "GenerateKey", "ok") == 2 && count(rs, "GetPublicKey", "ok") == 1 &&
 		       count(rs, "ListKeys", "ok") == 1,

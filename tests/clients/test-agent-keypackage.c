@@ -636,7 +636,19 @@ int main(void)
 		mkt_bail("cannot make a key with CKA_ALWAYS_AUTHENTICATE");
 	mkt_pinentry_log_path();
 	mkt_pinentry_control("");
-	pid = mkt_agent_start(NULL);
+	{
+		/* "each" wants its PIN for every use: a qualified-signature key, which the policy
+		 * only lets a rule naming it use (agent/policy.h) */
+		const char *args[] = {
+			"--config",
+			mkt_write_file("mlskeyd.conf", "[rule]\nname = the each key\ncaller = any\n"
+						       "key = pkcs11:token=" TOKEN ";object=each\n"
+						       "operations = keypackage sign\n"),
+			NULL,
+		};
+
+		pid = mkt_agent_start(args);
+	}
 	bus = bus_open(addr);
 	if (mlskey_client_new(addr, &cl) < 0)
 		mkt_bail("libmlskey cannot connect: %s", mlskey_last_error()->message);

@@ -218,6 +218,51 @@ static listed list_key(const char *label)
 	return out;
 }
 
+/* How many keys ListKeys shows. */
+static size_t count_keys(void)
+{
+	DBusMessage *r = agent_send(c, agent_call_new("ListKeys"), 60000, NULL, 0, NULL, 0);
+	DBusMessageIter it, arr;
+	size_t n = 0;
+
+	if (!r)
+		mkt_bail("ListKeys failed");
+	dbus_message_iter_init(r, &it);
+	dbus_message_iter_recurse(&it, &arr);
+	for (; dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_STRUCT;
+	     dbus_message_iter_next(&arr))
+		n++;
+	dbus_message_unref(r);
+	return n;
+}
+
+/* CreateKeyPackage(key, suite 2, {identity: "alice"}): "" or the error name, msg. */
+static const char *create_key_package(const char *key)
+{
+	DBusMessage *m = agent_call_new("CreateKeyPackage"), *r;
+	DBusMessageIter it, opts, e, v;
+	const char *k = "identity", *id = "alice@example.org";
+	uint16_t suite = 2;
+
+	msg[0] = '\0';
+	dbus_message_append_args(m, DBUS_TYPE_STRING, &key, DBUS_TYPE_UINT16, &suite,
+				 DBUS_TYPE_INVALID);
+	dbus_message_iter_init_append(m, &it);
+	if (!dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &opts) ||
+	    !dbus_message_iter_open_container(&opts, DBUS_TYPE_DICT_ENTRY, NULL, &e) ||
+	    !dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &k) ||
+	    !dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, "s", &v) ||
+	    !dbus_message_iter_append_basic(&v, DBUS_TYPE_STRING, &id) ||
+	    !dbus_message_iter_close_container(&e, &v) ||
+	    !dbus_message_iter_close_container(&opts, &e) ||
+	    !dbus_message_iter_close_container(&it, &opts))
+		mkt_bail("no memory for a CreateKeyPackage call");
+	r = agent_send(c, m, 60000, name, sizeof(name), msg, sizeof(msg));
+	if (r)
+		dbus_message_unref(r);
+	return name;
+}
+
 /* --- rules by executable ------------------------------------------------------------------- */
 
 static run_result res;
@@ -284,6 +329,40 @@ static void test_confirm_always(void)
 	mkt_ok(is(sign(ALICE, "GroupInfoTBS"), "AccessDenied") && strstr(msg, "refused"),
 	       "Deny: AccessDenied: %s", msg);
 	mkt_ok(is(sign(ALICE, "GroupInfoTBS"), "AccessDenied"), "a closed dialog: AccessDenied");
+}
+
+/*
+ * CreateKeyPackage is decided once, as operation keypackage with its signature key: one
+ * confirmation for the whole KeyPackage (not one per key generated and per signature, and
+ * rule keypackage-first, which asks for KeyPackageTBS signatures, is not consulted), and a
+ * refusal leaves no key behind. A caller with no keypackage rule is refused by the default.
+ */
+static void test_keypackage(void)
+{
+	char want[1400];
+	size_t before = count_keys();
+
+	pin_log_reset();
+	pin_script("CONFIRM yes\n");
+	mkt_ok(is(create_key_package(ALICE), ""), "CreateKeyPackage under rule kp-always, Allow "
+	       "(%s)", msg);
+	snprintf(want, sizeof(want), "Allow %s (pid %d) to create an MLS KeyPackage (two new keys "
+		 "on the token, signed) with 'alice'?", self, (int)getpid());
+	mkt_ok(pin_log_count("CONFIRM") == 1 && strstr(pin_log_last("SETDESC "), want),
+	       "  one confirmation for the whole KeyPackage, in words: %s",
+	       pin_log_last("SETDESC "));
+	mkt_ok(count_keys() == before + 2, "  its init and leaf keys are on the token (%zu -> %zu)",
+	       before, count_keys());
+	before = count_keys();
+	pin_script("CONFIRM no\n");
+	mkt_ok(is(create_key_package(ALICE), "AccessDenied") && strstr(msg, "refused"),
+	       "Deny: AccessDenied: %s", msg);
+	mkt_ok(count_keys() == before, "  and no key was made (%zu keys)", count_keys());
+	mkt_ok(is(create_key_package(KEY("qes")), "AccessDenied") &&
+		       strstr(msg, "default policy"),
+	       "a key no keypackage rule names: refused by the default (deny): %s", msg);
+	mkt_ok(count_keys() == before, "  and no key was made (%zu keys)", count_keys());
+	pin_script("");
 }
 
 /* The child process of test_confirm_first: signs a KeyPackage once and exits 0 or 1. */
@@ -603,10 +682,13 @@ int main(int argc, char **argv)
 		 "[rule]\nname = keypackage-first\ncaller = exe:%s\n"
 		 "key = pkcs11:token=" TOKEN ";object=alice\nlabels = KeyPackageTBS\n"
 		 "confirm = first\n"
+		 "[rule]\nname = kp-always\ncaller = exe:%s\n"
+		 "key = pkcs11:token=" TOKEN ";object=alice\noperations = keypackage\n"
+		 "confirm = always\n"
 		 "[rule]\nname = self\ncaller = exe:%s\noperations = sign decrypt generate delete\n"
 		 "labels = mls custom-label\n"
 		 "[rule]\nname = cli\ncaller = exe:%s\noperations = generate\n",
-		 self, self, self, self, cli);
+		 self, self, self, self, self, cli);
 	conf = write_agent_conf("policy.conf", conf_text);
 	addr = mkt_dbus_setup();
 	pin_script("PIN " PIN "\n");
@@ -623,6 +705,7 @@ int main(int argc, char **argv)
 	test_labels(plain);
 	test_confirm_always();
 	test_confirm_first();
+	test_keypackage();
 	test_provenance();
 	test_always_authenticate();
 	test_single_use();

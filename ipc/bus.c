@@ -293,6 +293,24 @@ typedef struct creds {
 	int pidfd;
 } creds;
 
+/*
+ * One entry of an a{sv} dict (options, credentials): the key and the variant's content, then
+ * moves on. False when the dict is at its end. The strings point into the message.
+ */
+static bool dict_next(DBusMessageIter *dict, const char **ret_key, DBusMessageIter *ret_v)
+{
+	DBusMessageIter e;
+
+	if (dbus_message_iter_get_arg_type(dict) != DBUS_TYPE_DICT_ENTRY)
+		return false;
+	dbus_message_iter_recurse(dict, &e);
+	dbus_message_iter_get_basic(&e, ret_key);
+	dbus_message_iter_next(&e);
+	dbus_message_iter_recurse(&e, ret_v);
+	dbus_message_iter_next(dict);
+	return true;
+}
+
 static void creds_parse(DBusMessage *reply, creds *c)
 {
 	DBusMessageIter it, arr;
@@ -301,15 +319,13 @@ static void creds_parse(DBusMessage *reply, creds *c)
 	if (dbus_message_iter_get_arg_type(&it) != DBUS_TYPE_ARRAY)
 		return;
 	dbus_message_iter_recurse(&it, &arr);
-	while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_DICT_ENTRY) {
-		DBusMessageIter e, v;
+	for (;;) {
+		DBusMessageIter v;
 		const char *key;
 		int type;
 
-		dbus_message_iter_recurse(&arr, &e);
-		dbus_message_iter_get_basic(&e, &key);
-		dbus_message_iter_next(&e);
-		dbus_message_iter_recurse(&e, &v);
+		if (!dict_next(&arr, &key, &v))
+			break;
 		type = dbus_message_iter_get_arg_type(&v);
 		if (type == DBUS_TYPE_UINT32) {
 			dbus_uint32_t u;
@@ -339,7 +355,6 @@ static void creds_parse(DBusMessage *reply, creds *c)
 			/* libdbus hands out a duplicate: ours to close */
 			dbus_message_iter_get_basic(&v, &c->pidfd);
 		}
-		dbus_message_iter_next(&arr);
 	}
 }
 
@@ -736,16 +751,13 @@ static int check_generate(mk_bus *b, job *j)
 	if (r < 0)
 		return r;
 	dbus_message_iter_recurse(&it, &opts);
-	for (; dbus_message_iter_get_arg_type(&opts) == DBUS_TYPE_DICT_ENTRY;
-	     dbus_message_iter_next(&opts)) {
-		DBusMessageIter e, v;
+	for (;;) {
+		DBusMessageIter v;
 		const char *key;
 		dbus_bool_t yes;
 
-		dbus_message_iter_recurse(&opts, &e);
-		dbus_message_iter_get_basic(&e, &key);
-		dbus_message_iter_next(&e);
-		dbus_message_iter_recurse(&e, &v);
+		if (!dict_next(&opts, &key, &v))
+			break;
 		if (strcmp(key, "single_use") != 0)
 			return mk_error(-EINVAL, "GenerateKey option \"%.64s\" is unknown (known: "
 					"single_use)", key);
@@ -989,17 +1001,15 @@ static int kp_parse_options(DBusMessageIter *opts, kp_opts *k)
 	k->o.extensions = k->ext;
 	k->o.leaf_extensions = k->leaf_ext;
 	dbus_message_iter_recurse(opts, &arr);
-	while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_DICT_ENTRY) {
-		DBusMessageIter e, v;
+	for (;;) {
+		DBusMessageIter v;
 		const char *key;
 		char *sig;
 		bool ok;
 		int r = 0;
 
-		dbus_message_iter_recurse(&arr, &e);
-		dbus_message_iter_get_basic(&e, &key);
-		dbus_message_iter_next(&e);
-		dbus_message_iter_recurse(&e, &v);
+		if (!dict_next(&arr, &key, &v))
+			break;
 		sig = dbus_message_iter_get_signature(&v);
 		if (!sig)
 			return -ENOMEM;
@@ -1061,7 +1071,6 @@ static int kp_parse_options(DBusMessageIter *opts, kp_opts *k)
 		dbus_free(sig);
 		if (r < 0)
 			return r;
-		dbus_message_iter_next(&arr);
 	}
 	return mk_kp_options_check(&k->o);
 }
@@ -1164,15 +1173,13 @@ static int check_get_credential(mk_bus *b, job *j)
 	if (r < 0)
 		return r;
 	dbus_message_iter_recurse(&it, &opts);
-	while (dbus_message_iter_get_arg_type(&opts) == DBUS_TYPE_DICT_ENTRY) {
-		DBusMessageIter e, v;
+	for (;;) {
+		DBusMessageIter v;
 		const char *key;
 		dbus_bool_t flag;
 
-		dbus_message_iter_recurse(&opts, &e);
-		dbus_message_iter_get_basic(&e, &key);
-		dbus_message_iter_next(&e);
-		dbus_message_iter_recurse(&e, &v);
+		if (!dict_next(&opts, &key, &v))
+			break;
 		if (strcmp(key, "allow_expired") != 0)
 			return mk_error(-EINVAL, "GetCredential option \"%.64s\" is unknown; the one "
 						 "option is allow_expired (b)",
@@ -1182,7 +1189,6 @@ static int check_get_credential(mk_bus *b, job *j)
 						 "boolean (b)");
 		dbus_message_iter_get_basic(&v, &flag);
 		j->allow_expired = flag;
-		dbus_message_iter_next(&opts);
 	}
 	return 0;
 }

@@ -197,6 +197,45 @@ static inline void ay_args_fill(ay_args *a, const uint8_t *p, size_t n)
 	a->argv[n + 1] = NULL;
 }
 
+/* An argv for busctl, gdbus, setpriv ...: av_add appends, NULL-terminated. */
+typedef struct av {
+	const char *v[700];
+	size_t n;
+} av;
+
+static inline void av_add(av *a, const char *s)
+{
+	if (a->n + 2 >= ELEMENTSOF(a->v))
+		mkt_bail("too many arguments");
+	a->v[a->n++] = s;
+	a->v[a->n] = NULL;
+}
+
+/* Appends "busctl --address=... call AGENT METHOD [SIG]" (addr_arg is "--address=ADDR"). */
+static inline void av_add_busctl(av *a, const char *addr_arg, const char *method,
+				 const char *sig)
+{
+	const char *const head[] = { "busctl", addr_arg, "call", AGENT_NAME, AGENT_PATH,
+				     AGENT_IFACE, method };
+
+	for (size_t i = 0; i < ELEMENTSOF(head); i++)
+		av_add(a, head[i]);
+	if (sig)
+		av_add(a, sig);
+}
+
+/* Appends "gdbus call --address ADDR ... --method AGENT_IFACE.METHOD" (method kept in buf). */
+static inline void av_add_gdbus(av *a, const char *addr, const char *method, char *buf,
+				size_t cap)
+{
+	const char *const head[] = { "gdbus",	  "call", "--address",	   addr,       "--dest",
+				     AGENT_NAME, "--object-path", AGENT_PATH, "--method", buf };
+
+	snprintf(buf, cap, "%s.%s", AGENT_IFACE, method);
+	for (size_t i = 0; i < ELEMENTSOF(head); i++)
+		av_add(a, head[i]);
+}
+
 /* A GVariant text byte array for gdbus: "[byte 0x01, ...]" or "@ay []". */
 static inline char *gvariant_ay(const uint8_t *p, size_t n)
 {
@@ -275,6 +314,42 @@ static inline void append_ay(DBusMessage *m, const uint8_t *p, size_t n)
 	if (!dbus_message_append_args(m, DBUS_TYPE_ARRAY, DBUS_TYPE_BYTE, &q, (int)n,
 				      DBUS_TYPE_INVALID))
 		mkt_bail("out of memory");
+}
+
+/* SignWithLabel(key, suite 2, "LeafNodeTBS", content) sent without waiting: the pending reply. */
+static inline DBusPendingCall *sign_send(DBusConnection *c, const char *key,
+					 const uint8_t *content, size_t n, int timeout_ms)
+{
+	DBusMessage *m = agent_call_new("SignWithLabel");
+	DBusPendingCall *p = NULL;
+	const char *label = "LeafNodeTBS";
+	dbus_uint16_t suite = 2;
+
+	dbus_message_append_args(m, DBUS_TYPE_STRING, &key, DBUS_TYPE_UINT16, &suite,
+				 DBUS_TYPE_STRING, &label, DBUS_TYPE_INVALID);
+	append_ay(m, content, n);
+	if (!dbus_connection_send_with_reply(c, m, &p, timeout_ms) || !p)
+		mkt_bail("cannot send SignWithLabel");
+	dbus_connection_flush(c);
+	dbus_message_unref(m);
+	return p;
+}
+
+/* Waits for p and drops it: "" for a method return, else the error name, or "(no reply)". */
+static inline const char *pending_error(DBusPendingCall *p, char *buf, size_t cap)
+{
+	DBusMessage *r;
+
+	dbus_pending_call_block(p);
+	r = dbus_pending_call_steal_reply(p);
+	dbus_pending_call_unref(p);
+	snprintf(buf, cap, "%s", !r ? "(no reply)"
+				 : dbus_message_get_type(r) == DBUS_MESSAGE_TYPE_ERROR
+					 ? dbus_message_get_error_name(r)
+					 : "");
+	if (r)
+		dbus_message_unref(r);
+	return buf;
 }
 
 /* The ay of a reply into *ret (a copy). 0 or -EINVAL. */

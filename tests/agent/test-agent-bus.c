@@ -16,18 +16,6 @@
 static const char *addr;
 static char addr_arg[512];
 
-typedef struct av {
-	const char *v[700];
-	size_t n;
-} av;
-
-static void av_add(av *a, const char *s)
-{
-	if (a->n + 2 >= ELEMENTSOF(a->v))
-		mkt_bail("too many arguments");
-	a->v[a->n++] = s;
-	a->v[a->n] = NULL;
-}
 
 static void av_ay(av *a, ay_args *tmp, const uint8_t *p, size_t n)
 {
@@ -39,15 +27,7 @@ static void av_ay(av *a, ay_args *tmp, const uint8_t *p, size_t n)
 static void av_busctl(av *a, const char *method, const char *sig)
 {
 	a->n = 0;
-	av_add(a, "busctl");
-	av_add(a, addr_arg);
-	av_add(a, "call");
-	av_add(a, AGENT_NAME);
-	av_add(a, AGENT_PATH);
-	av_add(a, AGENT_IFACE);
-	av_add(a, method);
-	if (sig)
-		av_add(a, sig);
+	av_add_busctl(a, addr_arg, method, sig);
 }
 
 static char method_arg[128];
@@ -55,17 +35,7 @@ static char method_arg[128];
 static void av_gdbus(av *a, const char *method)
 {
 	a->n = 0;
-	snprintf(method_arg, sizeof(method_arg), "%s.%s", AGENT_IFACE, method);
-	av_add(a, "gdbus");
-	av_add(a, "call");
-	av_add(a, "--address");
-	av_add(a, addr);
-	av_add(a, "--dest");
-	av_add(a, AGENT_NAME);
-	av_add(a, "--object-path");
-	av_add(a, AGENT_PATH);
-	av_add(a, "--method");
-	av_add(a, method_arg);
+	av_add_gdbus(a, addr, method, method_arg, sizeof(method_arg));
 }
 
 static run_result res;

@@ -116,39 +116,6 @@ static void test_killed_client(void)
 	mkt_ok(kill(pid, 0) == 0 && mkt_agent_stop(pid) == 0, "mlskeyd ran on and stops cleanly");
 }
 
-static DBusPendingCall *sign_async(DBusConnection *c, const char *key)
-{
-	DBusMessage *m = agent_call_new("SignWithLabel");
-	DBusPendingCall *pending = NULL;
-	const char *label = "LeafNodeTBS";
-	dbus_uint16_t suite = 2;
-
-	dbus_message_append_args(m, DBUS_TYPE_STRING, &key, DBUS_TYPE_UINT16, &suite,
-				 DBUS_TYPE_STRING, &label, DBUS_TYPE_INVALID);
-	append_ay(m, content, sizeof(content));
-	if (!dbus_connection_send_with_reply(c, m, &pending, 120000) || !pending)
-		mkt_bail("cannot send a call");
-	dbus_message_unref(m);
-	return pending;
-}
-
-/* The error name of a finished call ("" for a method return). */
-static const char *pending_result(DBusPendingCall *p, char *buf, size_t cap)
-{
-	DBusMessage *m;
-
-	dbus_pending_call_block(p);
-	m = dbus_pending_call_steal_reply(p);
-	snprintf(buf, cap, "%s",
-		 m && dbus_message_get_type(m) == DBUS_MESSAGE_TYPE_ERROR
-			 ? dbus_message_get_error_name(m)
-			 : "");
-	if (m)
-		dbus_message_unref(m);
-	dbus_pending_call_unref(p);
-	return buf;
-}
-
 static void test_busy(void)
 {
 	const char *args[3], *conf;
@@ -171,19 +138,19 @@ static void test_busy(void)
 	agent_lock(c, "");
 	mkt_pinentry_control("MKT_PINENTRY_SLEEP=3\n");
 	n0 = mkt_pinentry_getpins();
-	first = sign_async(c, slow_key); /* runs: in the dialog */
+	first = sign_send(c, slow_key, content, sizeof(content), 120000); /* runs: in the dialog */
 	dbus_connection_flush(c);
 	mkt_ok(wait_getpins(n0 + 1), "one call runs (its PIN dialog is open)");
 	/* one connection keeps the order: the second waits in the queue, the third is refused */
-	second = sign_async(c, slow_key);
-	third = sign_async(c, slow_key);
+	second = sign_send(c, slow_key, content, sizeof(content), 120000);
+	third = sign_send(c, slow_key, content, sizeof(content), 120000);
 	dbus_connection_flush(c);
-	pending_result(third, e3, sizeof(e3));
+	pending_error(third, e3, sizeof(e3));
 	mkt_ok(!strcmp(e3, "org.mlskey.Error.Busy"),
 	       "with workers=1 max-queue=1, a third call gets Busy at once (%s)", e3);
 	mkt_pinentry_control("");
-	pending_result(first, e1, sizeof(e1));
-	pending_result(second, e2, sizeof(e2));
+	pending_error(first, e1, sizeof(e1));
+	pending_error(second, e2, sizeof(e2));
 	mkt_ok(!e1[0] && !e2[0], "the running and the queued call both succeed (%s %s)", e1, e2);
 	mkt_ok(sign_ok(c, slow_key), "and the agent serves the next call");
 	bus_close(c);

@@ -17,6 +17,7 @@
 #include "agent/audit-format.h"
 #include "agent/mls.h"
 #include "tests/agent/agent-test.h"
+#include "tests/audit/audit-test.h"
 #include "tests/shim/shim.h"
 
 static const char *addr;
@@ -120,24 +121,6 @@ static void records_read(records *rs, const char *path)
 	fclose(f);
 }
 
-static const char *str(json_object *o, const char *key)
-{
-	json_object *v;
-
-	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-		return NULL;
-	return json_object_get_string(v);
-}
-
-static long long num(json_object *o, const char *key)
-{
-	json_object *v;
-
-	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
-		return -1;
-	return json_object_get_int64(v);
-}
-
 static bool eq(json_object *o, const char *key, const char *want)
 {
 	const char *s = str(o, key);
@@ -185,19 +168,6 @@ static int verify(const char *path)
 	return res.status;
 }
 
-/* busctl/gdbus argv, optionally run as another user through setpriv. */
-typedef struct av {
-	const char *v[600];
-	size_t n;
-} av;
-
-static void av_add(av *a, const char *s)
-{
-	if (a->n + 2 >= ELEMENTSOF(a->v))
-		mkt_bail("too many arguments");
-	a->v[a->n++] = s;
-	a->v[a->n] = NULL;
-}
 
 /* Starts argv with setpriv as user and its primary group, with groups (or none) besides. */
 static void av_as(av *a, const char *user, const char *group, const char *groups)
@@ -219,34 +189,17 @@ static void av_as(av *a, const char *user, const char *group, const char *groups
 	av_add(a, "--");
 }
 
+/* busctl/gdbus argv (after av_as: run as another user through setpriv) */
 static void av_busctl(av *a, const char *method, const char *sig)
 {
-	av_add(a, "busctl");
-	av_add(a, addr_arg);
-	av_add(a, "call");
-	av_add(a, AGENT_NAME);
-	av_add(a, AGENT_PATH);
-	av_add(a, AGENT_IFACE);
-	av_add(a, method);
-	if (sig)
-		av_add(a, sig);
+	av_add_busctl(a, addr_arg, method, sig);
 }
 
 static void av_gdbus(av *a, const char *method)
 {
 	static char m[128];
 
-	snprintf(m, sizeof(m), "%s.%s", AGENT_IFACE, method);
-	av_add(a, "gdbus");
-	av_add(a, "call");
-	av_add(a, "--address");
-	av_add(a, addr);
-	av_add(a, "--dest");
-	av_add(a, AGENT_NAME);
-	av_add(a, "--object-path");
-	av_add(a, AGENT_PATH);
-	av_add(a, "--method");
-	av_add(a, m);
+	av_add_gdbus(a, addr, method, m, sizeof(m));
 }
 
 static int run_av(av *a)
@@ -513,40 +466,6 @@ static void system_mode(const char *log)
 	free(rs);
 }
 
-/* SignWithLabel sent without waiting; the pending reply. */
-static DBusPendingCall *sign_start(DBusConnection *c, const char *key)
-{
-	DBusMessage *m = agent_call_new("SignWithLabel");
-	DBusPendingCall *p = NULL;
-	const char *label = "LeafNodeTBS";
-	dbus_uint16_t suite = 2;
-
-	dbus_message_append_args(m, DBUS_TYPE_STRING, &key, DBUS_TYPE_UINT16, &suite,
-				 DBUS_TYPE_STRING, &label, DBUS_TYPE_INVALID);
-	append_ay(m, content1, sizeof(content1));
-	if (!dbus_connection_send_with_reply(c, m, &p, 20000) || !p)
-		mkt_bail("cannot send SignWithLabel");
-	dbus_connection_flush(c);
-	dbus_message_unref(m);
-	return p;
-}
-
-/* Waits for a pending call; its error name, or "" on success. */
-static const char *sign_end(DBusPendingCall *p, char *buf, size_t cap)
-{
-	DBusMessage *r;
-
-	dbus_pending_call_block(p);
-	r = dbus_pending_call_steal_reply(p);
-	dbus_pending_call_unref(p);
-	snprintf(buf, cap, "%s", r && dbus_message_get_type(r) == DBUS_MESSAGE_TYPE_ERROR
-					 ? dbus_message_get_error_name(r)
-					 : "");
-	if (r)
-		dbus_message_unref(r);
-	return buf;
-}
-
 /*
  * Refusals that never reach the worker's reply: a token that hangs (the shim holds C_Sign)
  * answered by the watchdog with TokenError, and Busy when the token's queue is full. Each
@@ -577,18 +496,18 @@ static void watchdog_and_busy(const char *log)
 			   sizeof(key)) < 0)
 		mkt_bail("cannot generate a key through the shim");
 	calls++;
-	mkt_ok(!sign_end(sign_start(c, key), e1, sizeof(e1))[0], "a signature while the token answers");
+	mkt_ok(!pending_error(sign_send(c, key, content1, sizeof(content1), 20000), e1, sizeof(e1))[0], "a signature while the token answers");
 	calls++;
 	mkt_shim_control("sign_delay_ms=2500\n");
-	p1 = sign_start(c, key);
+	p1 = sign_send(c, key, content1, sizeof(content1), 20000);
 	for (int i = 0; i < 100 && mkt_shim_count("C_Sign delayed") == 0; i++)
 		usleep(10000);
-	p2 = sign_start(c, key); /* waits behind it: the queue is full */
+	p2 = sign_send(c, key, content1, sizeof(content1), 20000); /* waits behind it: the queue is full */
 	usleep(100000);
-	p3 = sign_start(c, key); /* no room */
-	sign_end(p1, e1, sizeof(e1));
-	sign_end(p2, e2, sizeof(e2));
-	sign_end(p3, e3, sizeof(e3));
+	p3 = sign_send(c, key, content1, sizeof(content1), 20000); /* no room */
+	pending_error(p1, e1, sizeof(e1));
+	pending_error(p2, e2, sizeof(e2));
+	pending_error(p3, e3, sizeof(e3));
 	calls += 3;
 	mkt_ok(!strcmp(e1, "org.mlskey.Error.TokenError"), "the hung signature: %s", e1);
 	mkt_ok(!strcmp(e3, "org.mlskey.Error.Busy") || !strcmp(e2, "org.mlskey.Error.Busy"),

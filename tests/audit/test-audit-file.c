@@ -23,6 +23,7 @@
 #include "agent/log.h"
 #include "common/error.h"
 #include "tests/agent/agent-test.h"
+#include "tests/audit/audit-test.h"
 
 #define MAX_LINES 64
 
@@ -86,24 +87,6 @@ static json_object *record(size_t i)
 	if (!o)
 		mkt_bail("line %zu is not JSON: %s", i + 1, lines[i]);
 	return o;
-}
-
-static const char *str(json_object *o, const char *key)
-{
-	json_object *v;
-
-	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-		return NULL;
-	return json_object_get_string(v);
-}
-
-static long long num(json_object *o, const char *key)
-{
-	json_object *v;
-
-	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
-		return -1;
-	return json_object_get_int64(v);
 }
 
 static bool is_null(json_object *o, const char *key)

@@ -19,38 +19,17 @@ static DBusConnection *c;
 static DBusPendingCall *sign_async(const char *key)
 {
 	static const uint8_t content[] = { 9, 8, 7 };
-	DBusMessage *m = agent_call_new("SignWithLabel");
-	DBusPendingCall *pc = NULL;
-	const char *label = "LeafNodeTBS";
-	uint16_t suite = 2;
 
-	dbus_message_append_args(m, DBUS_TYPE_STRING, &key, DBUS_TYPE_UINT16, &suite,
-				 DBUS_TYPE_STRING, &label, DBUS_TYPE_INVALID);
-	append_ay(m, content, sizeof(content));
-	if (!dbus_connection_send_with_reply(c, m, &pc, 60000) || !pc)
-		mkt_bail("cannot send a call");
-	dbus_message_unref(m);
-	return pc;
+	return sign_send(c, key, content, sizeof(content), 60000);
 }
 
 /* The call's result: "" or its error name without the org.mlskey.Error. prefix. */
 static const char *result(DBusPendingCall *pc, char *buf, size_t cap)
 {
-	DBusMessage *r;
+	char full[256];
+	const char *n = pending_error(pc, full, sizeof(full));
 
-	dbus_pending_call_block(pc);
-	r = dbus_pending_call_steal_reply(pc);
-	dbus_pending_call_unref(pc);
-	buf[0] = '\0';
-	if (r && dbus_message_get_type(r) == DBUS_MESSAGE_TYPE_ERROR) {
-		const char *n = dbus_message_get_error_name(r);
-
-		snprintf(buf, cap, "%s", strncmp(n, "org.mlskey.Error.", 17) ? n : n + 17);
-	} else if (!r) {
-		snprintf(buf, cap, "(no reply)");
-	}
-	if (r)
-		dbus_message_unref(r);
+	snprintf(buf, cap, "%s", strncmp(n, "org.mlskey.Error.", 17) ? n : n + 17);
 	return buf;
 }
 

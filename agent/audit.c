@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "agent/audit.h"
+#include "agent/ossl.h"
 #include "agent/log.h"
 #include "common/error.h"
 #include "common/macros.h"
@@ -44,12 +45,21 @@ static void to_hex(const unsigned char md[32], char hex[65])
 	hex[64] = '\0';
 }
 
+/* SHA-256 fetched once: EVP_sha256() would fetch it on every call, under the provider
+ * store's lock that all workers share (three digests per record) */
+static const EVP_MD *sha256(void)
+{
+	const EVP_MD *md = mk_ossl_md("SHA256");
+
+	return md ? md : EVP_sha256();
+}
+
 int mk_audit_sha256_hex(const void *p, size_t n, char hex[65])
 {
 	unsigned char md[32];
 	unsigned int len = 0;
 
-	if (!EVP_Digest(p, n, md, &len, EVP_sha256(), NULL) || len != 32)
+	if (!EVP_Digest(p, n, md, &len, sha256(), NULL) || len != 32)
 		return -ENOMEM;
 	to_hex(md, hex);
 	return 0;
@@ -316,7 +326,7 @@ static int hash_range(int fd, off_t from, off_t to, char hex[65], char *buf)
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	int r = 0;
 
-	if (!chunk || !ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
+	if (!chunk || !ctx || !EVP_DigestInit_ex(ctx, sha256(), NULL)) {
 		EVP_MD_CTX_free(ctx);
 		return -ENOMEM;
 	}

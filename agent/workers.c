@@ -26,6 +26,7 @@ typedef struct wqueue {
 	unsigned spinning; /* of which briefly awake, watching `pending` */
 	unsigned running;  /* of which running a job */
 	atomic_uint pending; /* == waiting, readable without the lock */
+	uint64_t crowded_until_ns; /* CLOCK_MONOTONIC: two jobs met in the queue lately */
 	pthread_cond_t cond;
 } wqueue;
 
@@ -75,6 +76,14 @@ static uint64_t now_ns(void)
 }
 
 /*
+ * How long after two jobs last met in a queue (one waiting while another waits or runs) its
+ * workers do not spin: several clients are calling, the queue refills by itself, and a
+ * spinning worker would take a core from them and from the bus thread (mlskey bench with 8
+ * clients on 2 cores). One client calling again and again never has two jobs at once.
+ */
+#define CROWDED_NS (20u * 1000u * 1000u)
+
+/*
  * Called with w->lock held and the queue empty: stays awake for up to spin_us watching for
  * the next job before the thread goes to sleep. A client that calls again right after its
  * reply (the usual MLS pattern: sign a batch, open a few Welcomes) then finds a worker
@@ -110,7 +119,8 @@ static void *worker_main(void *arg)
 			 * other watcher): that is the one-caller-at-a-time case that the spin is
 			 * for. Under load the queue refills by itself, and spinning threads would
 			 * only take CPU from the bus and the clients. */
-			if (w->spin_us && !spun && q->spinning == 0 && q->running == 0) {
+			if (w->spin_us && !spun && q->spinning == 0 && q->running == 0 &&
+			    now_ns() >= q->crowded_until_ns) {
 				spin_for_work(w, q);
 				spun = true;
 				continue;
@@ -219,6 +229,8 @@ int mk_workers_submit(mk_workers *w, const char *key, mk_work_fn fn, void *job)
 	*q->tail = j;
 	q->tail = &j->next;
 	q->waiting++;
+	if (q->waiting + q->running >= 2)
+		q->crowded_until_ns = now_ns() + CROWDED_NS;
 	atomic_fetch_add_explicit(&q->pending, 1, memory_order_release);
 	/* a thread that is awake and watching takes it; wake a sleeper only for the rest */
 	if (q->waiting > q->spinning)

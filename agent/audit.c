@@ -194,33 +194,59 @@ static bool add_call(json_object *o, const mk_audit_event *e, const char *input_
 }
 
 /*
- * The line of record o (its members so far) with seq, time, prev and hash: malloc()ed,
- * ending in "\n", length in *ret_len. NULL on no memory or an oversized record.
+ * The members of a record after seq, time and event, as JSON text without braces
+ * ("\"method\":...,\"error\":null"), malloc()ed; built before the file's lock is taken, so
+ * that the workers wait for each other only for the seq, the hashes and the write. NULL on
+ * no memory.
  */
-static char *finish_line(json_object *o, const char *prev, size_t *ret_len)
+static char *members(const char *event, const mk_audit_event *e, const char *input_hex)
 {
-	const char *body;
-	char hash[65], *line;
+	json_object *o = json_object_new_object();
+	const char *text;
+	char *out = NULL;
 	size_t n;
+	bool ok = o;
 
-	if (!add_str(o, "prev", prev))
-		return NULL;
-	body = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-						  JSON_C_TO_STRING_NOSLASHESCAPE);
-	if (!body)
-		return NULL;
-	n = strlen(body);
-	if (n < 2 || body[n - 1] != '}' || n > MK_AUDIT_MAX_LINE)
-		return NULL;
-	n--; /* the hash covers the object up to, not with, its closing brace */
-	if (mk_audit_sha256_hex(body, n, hash) < 0)
-		return NULL;
-	line = malloc(n + sizeof(MK_AUDIT_HASH_SEP) + MK_AUDIT_HEX_LEN + 3);
+	if (ok && e)
+		ok = add_call(o, e, input_hex);
+	else if (ok && strcmp(event, MK_AUDIT_EVENT_START) == 0)
+		ok = add_str(o, "version", MK_VERSION) && add_i64(o, "pid", getpid());
+	else if (ok)
+		ok = add_i64(o, "pid", getpid());
+	text = ok ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+							  JSON_C_TO_STRING_NOSLASHESCAPE)
+		  : NULL;
+	n = text ? strlen(text) : 0;
+	if (n >= 2 && text[0] == '{' && text[n - 1] == '}' && n <= MK_AUDIT_MAX_LINE)
+		out = strndup(text + 1, n - 2);
+	json_object_put(o);
+	return out;
+}
+
+/*
+ * The whole line: {"seq":N,"time":T,"event":E,MEMBERS,"prev":P,"hash":H} and "\n",
+ * malloc()ed, its length in *ret_len; the hash covers the bytes before ,"hash". NULL on no
+ * memory.
+ */
+static char *finish_line(unsigned long long seq, const char *event, const char *body,
+			 const char *prev, size_t *ret_len)
+{
+	char when[40], hash[65], *line;
+	size_t cap = strlen(body) + strlen(event) + 256 + sizeof(MK_AUDIT_HASH_SEP) + 2 * 65;
+	int n;
+
+	now_rfc3339(when);
+	line = malloc(cap);
 	if (!line)
 		return NULL;
-	memcpy(line, body, n);
-	n += (size_t)sprintf(line + n, MK_AUDIT_HASH_SEP "%s\"}\n", hash);
-	*ret_len = n;
+	n = snprintf(line, cap, "{\"seq\":%llu,\"time\":\"%s\",\"event\":\"%s\"%s%s,\"prev\":\"%s\"",
+		     seq, when, event, body[0] ? "," : "", body, prev);
+	if (n < 0 || (size_t)n >= cap || mk_audit_sha256_hex(line, (size_t)n, hash) < 0) {
+		free(line);
+		return NULL;
+	}
+	n += snprintf(line + n, cap - (size_t)n, MK_AUDIT_HASH_SEP "%s\"}\n", hash);
+	*ret_len = (size_t)n;
 	return line;
 }
 
@@ -261,25 +287,13 @@ static size_t write_all(int fd, const char *p, size_t n)
 static void append_record(mk_audit *a, const char *event, const mk_audit_event *e,
 			  const char *input_hex)
 {
-	json_object *o;
-	char when[40], *line = NULL;
+	_cleanup_free_ char *body = members(event, e, input_hex);
+	char *line = NULL;
 	size_t len = 0, done;
-	bool ok;
 
 	pthread_mutex_lock(&a->lock);
-	o = json_object_new_object();
-	now_rfc3339(when);
-	ok = o && add_i64(o, "seq", (int64_t)a->seq) && add_str(o, "time", when) &&
-	     add_str(o, "event", event);
-	if (ok && e)
-		ok = add_call(o, e, input_hex);
-	else if (ok && strcmp(event, MK_AUDIT_EVENT_START) == 0)
-		ok = add_str(o, "version", MK_VERSION) && add_i64(o, "pid", getpid());
-	else if (ok)
-		ok = add_i64(o, "pid", getpid());
-	if (ok)
-		line = finish_line(o, a->prev, &len);
-	json_object_put(o);
+	if (body)
+		line = finish_line(a->seq, event, body, a->prev, &len);
 	if (!line) {
 		errno = ENOMEM;
 		done = 0;

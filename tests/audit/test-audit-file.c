@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -400,6 +401,42 @@ static void test_write_error(void)
 	       "  the file holds start, 20 calls, the later call and stop, intact");
 }
 
+/* Records from several workers at once: every one in the file, in one unbroken chain. */
+#define THREADS 4
+#define PER_THREAD 2000
+
+static void *log_many(void *p)
+{
+	mk_audit *a = p;
+	mk_caller c = { .uid = 7, .pid = 77 };
+	mk_audit_event e = { .caller = &c, .method = "SignWithLabel", .label = "LeafNodeTBS",
+			     .input = (const uint8_t *)"x", .input_len = 1, .has_input = true };
+
+	for (int i = 0; i < PER_THREAD; i++)
+		mk_audit_log(a, &e);
+	return NULL;
+}
+
+static void test_threads(void)
+{
+	char path[512], want[128];
+	pthread_t t[THREADS];
+	mk_audit *a = NULL;
+
+	snprintf(path, sizeof(path), "%s/threads.jsonl", mkt_tmpdir());
+	mkt_ok_r(mk_audit_open(path, &a), "open a file for %d threads", THREADS);
+	for (int i = 0; i < THREADS; i++)
+		pthread_create(&t[i], NULL, log_many, a);
+	for (int i = 0; i < THREADS; i++)
+		pthread_join(t[i], NULL);
+	a = mk_audit_close(a);
+	snprintf(want, sizeof(want), "%d records, chain intact (seq 1..%d)",
+		 THREADS * PER_THREAD + 2, THREADS * PER_THREAD + 2);
+	mkt_ok(verify(path) == 0 && strstr(res.out, want),
+	       "%d threads x %d records, one unbroken chain: %s", THREADS,
+	       PER_THREAD, want);
+}
+
 int main(void)
 {
 	char path[512], log_path[512];
@@ -422,5 +459,6 @@ int main(void)
 		test_garbage_tail();
 	}
 	test_write_error();
+	test_threads();
 	return mkt_done();
 }

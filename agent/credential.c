@@ -8,7 +8,6 @@
  * credential needs no PIN; only a key whose objects all hide until login costs one.
  */
 #include <errno.h>
-#include <p11-kit/uri.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,61 +27,6 @@ void mk_bytes_array_free(mk_bytes *a, size_t n)
 	free(a);
 }
 
-static bool attr_matches(P11KitUri *u, CK_ATTRIBUTE_TYPE type, const void *v, size_t n)
-{
-	CK_ATTRIBUTE *at = p11_kit_uri_get_attribute(u, type);
-
-	if (!at)
-		return true;
-	return at->ulValueLen == n && (n == 0 || memcmp(at->pValue, v, n) == 0);
-}
-
-/*
- * The listed key that uri names on its token, moved into *ret (mk_key_info_clear).
- * -ENOKEY when none is listed, -EINVAL when several match.
- */
-static int key_from_list(mk_agent *a, const char *uri, const char *turi, mk_key_info *ret)
-{
-	mk_key_info *keys = NULL;
-	size_t n = 0, hit = 0, hits = 0;
-	P11KitUri *u;
-	int r;
-
-	u = p11_kit_uri_new();
-	if (!u)
-		return -ENOMEM;
-	if (p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, u) != P11_KIT_URI_OK) {
-		p11_kit_uri_free(u);
-		return mk_error(-EINVAL, "\"%.200s\" is no pkcs11: key URI", uri);
-	}
-	r = mk_p11_list_keys(a->p11, turi, &keys, &n);
-	if (r == -ENODEV) {
-		mk_agent_refresh_tokens(a);
-		r = mk_p11_list_keys(a->p11, turi, &keys, &n);
-	}
-	for (size_t i = 0; r >= 0 && i < n; i++) {
-		const char *l = keys[i].label ? keys[i].label : "";
-
-		if (attr_matches(u, CKA_ID, keys[i].id, keys[i].id_len) &&
-		    attr_matches(u, CKA_LABEL, l, strlen(l))) {
-			hit = i;
-			hits++;
-		}
-	}
-	p11_kit_uri_free(u);
-	if (r < 0)
-		return r;
-	if (hits == 1) {
-		*ret = keys[hit];
-		keys[hit] = (mk_key_info){ 0 };
-	}
-	mk_key_info_array_free(keys, n);
-	if (hits > 1)
-		return mk_error(-EINVAL, "several keys match \"%.200s\"; name the key by its id",
-				uri);
-	return hits == 1 ? 0 : -ENOKEY;
-}
-
 /*
  * The key uri names, as listed: without a login when the token shows it, else after one
  * (the PIN dialog says `what`). The key must be a usable signature key.
@@ -90,28 +34,10 @@ static int key_from_list(mk_agent *a, const char *uri, const char *turi, mk_key_
 static int key_find(mk_agent *a, const mk_caller *c, const char *uri, const char *what,
 		    mk_key_info *ret)
 {
-	_cleanup_free_ char *turi = NULL;
 	mk_key_info k = { 0 };
 	int r;
 
-	r = mk_uri_token_part(uri, &turi);
-	if (r < 0)
-		return r;
-	r = key_from_list(a, uri, turi, &k);
-	if (r == -ENOKEY) {
-		_cleanup_(mk_key_unrefp) mk_key *key = NULL;
-
-		/* hidden until login, or not there: the token layer tells which */
-		r = mk_p11_find_key(a->p11, uri, &key);
-		if (r == -ENOTCONN)
-			r = mk_login(a, c, uri, what,
-				     c->t_call_ns ? c->t_call_ns : mk_agent_clock_ns());
-		if (r == 0)
-			r = key_from_list(a, uri, turi, &k);
-		if (r == -ENOKEY)
-			r = mk_error(-ENOKEY, "no key matches \"%.200s\"; list the keys and check "
-				     "the URI", uri);
-	}
+	r = mk_agent_key_info(a, c, uri, what, &k);
 	if (r < 0)
 		return r;
 	if (!mk_key_alg_is_signature(k.alg)) {

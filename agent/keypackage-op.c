@@ -69,36 +69,6 @@ void mk_kp_created_clear(mk_kp_created *c)
 	*c = (mk_kp_created){ 0 };
 }
 
-/* The listed key whose public key is pub (the one sig_key_uri names): alg and token. */
-static int find_key(mk_agent *a, const mk_bytes *pub, mk_key_alg *ret_alg, char **ret_token)
-{
-	mk_key_info *keys = NULL;
-	size_t n = 0;
-	int r;
-
-	r = mk_agent_list_keys(a, &keys, &n);
-	if (r < 0)
-		return r;
-	r = mk_error(-ENOKEY, "the signature key is not listed on any token; list keys with "
-			      "'mlskey keys'");
-	for (size_t i = 0; i < n; i++)
-		if (keys[i].public_key && keys[i].public_key_len == pub->len &&
-		    memcmp(keys[i].public_key, pub->data, pub->len) == 0 && keys[i].token_uri) {
-			char *t = strdup(keys[i].token_uri);
-
-			if (!t) {
-				r = -ENOMEM;
-				break;
-			}
-			*ret_alg = keys[i].alg;
-			*ret_token = t;
-			r = 0;
-			break;
-		}
-	mk_key_info_array_free(keys, n);
-	return r;
-}
-
 static void add_type(mk_kp_u16s *l, uint16_t t)
 {
 	if (t <= MK_MLS_EXTENSION_DEFAULT_MAX)
@@ -146,13 +116,20 @@ static int prepare(mk_agent *a, const mk_caller *c, const char *uri, const mk_su
 	mk_kp_leaf *l = &b->kp.leaf;
 	mk_kp_capabilities *caps = &l->capabilities;
 	uint64_t now = (uint64_t)time(NULL);
-	mk_key_alg alg = MK_ALG_NONE;
+	mk_key_info k = { 0 };
+	mk_key_alg alg;
 	int r;
 
-	r = mk_agent_public_key(a, c, uri, &b->sig_pub);
-	if (r < 0)
-		return r;
-	r = find_key(a, &b->sig_pub, &alg, &b->token);
+	/* public key, algorithm and token in one look at the token's list */
+	r = mk_agent_key_info(a, c, uri, "create an MLS KeyPackage", &k);
+	if (r == 0 && (!k.public_key || !k.public_key_len || !k.token_uri))
+		r = mk_error(-EOPNOTSUPP, "the token does not show this key's public key");
+	if (r == 0)
+		r = mk_bytes_dup(k.public_key, k.public_key_len, &b->sig_pub);
+	if (r == 0 && !(b->token = strdup(k.token_uri)))
+		r = -ENOMEM;
+	alg = k.alg;
+	mk_key_info_clear(&k);
 	if (r < 0)
 		return r;
 	if (alg != s->sig_alg)

@@ -660,14 +660,17 @@ static bool attr_matches(P11KitUri *u, CK_ATTRIBUTE_TYPE type, const void *v, si
 	return at->ulValueLen == n && (n == 0 || memcmp(at->pValue, v, n) == 0);
 }
 
-/* The public key of the one listed key that uri names; -ENOKEY when not exactly one. */
-static int public_key_from_list(mk_agent *a, const char *uri, mk_bytes *ret)
+/*
+ * The listed key (as ListKeys sees it: no login) that uri names on its token, moved into
+ * *ret (mk_key_info_clear). -ENOKEY when none is listed, -EINVAL when several match or
+ * uri is malformed.
+ */
+static int key_from_list(mk_agent *a, const char *uri, mk_key_info *ret)
 {
 	_cleanup_free_ char *turi = NULL;
-	P11KitUri *u;
 	mk_key_info *keys = NULL;
-	const mk_key_info *hit = NULL;
-	size_t n = 0, hits = 0;
+	size_t n = 0, hit = 0, hits = 0;
+	P11KitUri *u;
 	int r;
 
 	r = mk_uri_token_part(uri, &turi);
@@ -678,29 +681,69 @@ static int public_key_from_list(mk_agent *a, const char *uri, mk_bytes *ret)
 		return -ENOMEM;
 	if (p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, u) != P11_KIT_URI_OK) {
 		p11_kit_uri_free(u);
-		return -EINVAL;
+		return mk_error(-EINVAL, "\"%.200s\" is no pkcs11: key URI", uri);
 	}
 	r = mk_p11_list_keys(a->p11, turi, &keys, &n);
-	if (r < 0) {
-		p11_kit_uri_free(u);
-		return r;
+	if (r == -ENODEV) {
+		mk_agent_refresh_tokens(a);
+		r = mk_p11_list_keys(a->p11, turi, &keys, &n);
 	}
-	for (size_t i = 0; i < n; i++) {
-		const mk_key_info *k = &keys[i];
-		const char *l = k->label ? k->label : "";
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		const char *l = keys[i].label ? keys[i].label : "";
 
-		if (attr_matches(u, CKA_ID, k->id, k->id_len) &&
+		if (attr_matches(u, CKA_ID, keys[i].id, keys[i].id_len) &&
 		    attr_matches(u, CKA_LABEL, l, strlen(l))) {
-			hit = k;
+			hit = i;
 			hits++;
 		}
 	}
-	if (hits == 1 && hit->public_key && hit->public_key_len)
-		r = mk_bytes_dup(hit->public_key, hit->public_key_len, ret);
-	else
-		r = -ENOKEY;
-	mk_key_info_array_free(keys, n);
 	p11_kit_uri_free(u);
+	if (r < 0)
+		return r;
+	if (hits == 1) {
+		*ret = keys[hit];
+		keys[hit] = (mk_key_info){ 0 };
+	}
+	mk_key_info_array_free(keys, n);
+	if (hits > 1)
+		return mk_error(-EINVAL, "several keys match \"%.200s\"; name the key by its id",
+				uri);
+	return hits == 1 ? 0 : -ENOKEY;
+}
+
+int mk_agent_key_info(mk_agent *a, const mk_caller *c, const char *uri, const char *what,
+		      mk_key_info *ret)
+{
+	int r = key_from_list(a, uri, ret);
+
+	if (r == -ENOKEY) {
+		_cleanup_(mk_key_unrefp) mk_key *key = NULL;
+
+		/* hidden until login, or not there: the token layer tells which */
+		r = mk_p11_find_key(a->p11, uri, &key);
+		if (r == -ENOTCONN)
+			r = mk_login(a, c, uri, what,
+				     c->t_call_ns ? c->t_call_ns : mk_agent_clock_ns());
+		if (r == 0)
+			r = key_from_list(a, uri, ret);
+		if (r == -ENOKEY)
+			r = mk_error(-ENOKEY, "no key matches \"%.200s\"; list the keys and check "
+				     "the URI", uri);
+	}
+	return r;
+}
+
+/* The public key of the one listed key that uri names; -ENOKEY when it shows none. */
+static int public_key_from_list(mk_agent *a, const char *uri, mk_bytes *ret)
+{
+	mk_key_info k = { 0 };
+	int r = key_from_list(a, uri, &k);
+
+	if (r == 0)
+		r = k.public_key && k.public_key_len
+			    ? mk_bytes_dup(k.public_key, k.public_key_len, ret)
+			    : -ENOKEY;
+	mk_key_info_clear(&k);
 	return r;
 }
 

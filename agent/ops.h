@@ -117,6 +117,15 @@ int mk_agent_generate(mk_agent *a, const mk_caller *c, const char *token_uri, mk
 /* DeleteKey: destroys the pair and forgets cached keys. */
 int mk_agent_delete(mk_agent *a, const mk_caller *c, const char *key_uri);
 
+/*
+ * What ListKeys shows of the key uri names (public key, algorithm, token URI, flags, the
+ * certificate), into *ret (mk_key_info_clear): without a PIN when the token shows the key
+ * before login, else after a login whose dialog says `what`. -ENOKEY when no key matches,
+ * -EINVAL when several do; the login's errors.
+ */
+int mk_agent_key_info(mk_agent *a, const mk_caller *c, const char *uri, const char *what,
+		      mk_key_info *ret);
+
 /* GetPublicKey: the MLS encoding; from the public object when it can, without a PIN. */
 int mk_agent_public_key(mk_agent *a, const mk_caller *c, const char *key_uri, mk_bytes *ret);
 

@@ -672,6 +672,24 @@ static int grow(void **a, size_t *cap, size_t n, size_t size)
 	return 0;
 }
 
+/*
+ * One entry of an a{sv} dict: the key and the variant's content, then moves on. False at
+ * the dict's end. The key points into the message.
+ */
+static bool dict_next(DBusMessageIter *dict, const char **ret_key, DBusMessageIter *ret_v)
+{
+	DBusMessageIter e;
+
+	if (dbus_message_iter_get_arg_type(dict) != DBUS_TYPE_DICT_ENTRY)
+		return false;
+	dbus_message_iter_recurse(dict, &e);
+	dbus_message_iter_get_basic(&e, ret_key);
+	dbus_message_iter_next(&e);
+	dbus_message_iter_recurse(&e, ret_v);
+	dbus_message_iter_next(dict);
+	return true;
+}
+
 static int token_entry(const char *uri, DBusMessageIter *dict, void *userdata)
 {
 	token_list *l = userdata;
@@ -685,15 +703,12 @@ static int token_entry(const char *uri, DBusMessageIter *dict, void *userdata)
 	t->uri = strdup(uri);
 	if (!t->uri)
 		return err_nomem();
-	for (; dbus_message_iter_get_arg_type(dict) == DBUS_TYPE_DICT_ENTRY;
-	     dbus_message_iter_next(dict)) {
-		DBusMessageIter de, var;
+	for (;;) {
+		DBusMessageIter var;
 		const char *k;
 
-		dbus_message_iter_recurse(dict, &de);
-		dbus_message_iter_get_basic(&de, &k);
-		dbus_message_iter_next(&de);
-		dbus_message_iter_recurse(&de, &var);
+		if (!dict_next(dict, &k, &var))
+			break;
 		r = 0;
 		if (strcmp(k, "label") == 0)
 			r = dict_string(&var, &t->label);
@@ -823,15 +838,12 @@ static int key_entry_parse(const char *uri, DBusMessageIter *dict, void *userdat
 	k->uri = strdup(uri);
 	if (!k->uri)
 		return err_nomem();
-	for (; dbus_message_iter_get_arg_type(dict) == DBUS_TYPE_DICT_ENTRY;
-	     dbus_message_iter_next(dict)) {
-		DBusMessageIter de, var;
+	for (;;) {
+		DBusMessageIter var;
 		const char *name;
 
-		dbus_message_iter_recurse(dict, &de);
-		dbus_message_iter_get_basic(&de, &name);
-		dbus_message_iter_next(&de);
-		dbus_message_iter_recurse(&de, &var);
+		if (!dict_next(dict, &name, &var))
+			break;
 		r = 0;
 		if (strcmp(name, "label") == 0)
 			r = dict_string(&var, &k->label);
@@ -922,19 +934,20 @@ _public_ int mlskey_generate_key(mlskey_client *c, const char *token_uri, const 
 	return mlskey_generate_key_flags(c, token_uri, purpose, algorithm, label, 0, ret_uri);
 }
 
-/* Appends the option single_use = true to the a{sv} opts. */
-static bool append_single_use(DBusMessageIter *opts)
+/* Appends one a{sv} entry with a basic value of type (signature sig) at v. 0 or -ENOMEM. */
+static int append_option(DBusMessageIter *d, const char *key, int type, const char *sig,
+			 const void *v)
 {
-	DBusMessageIter e, v;
-	const char *key = "single_use";
-	dbus_bool_t yes = TRUE;
+	DBusMessageIter e, var;
 
-	return dbus_message_iter_open_container(opts, DBUS_TYPE_DICT_ENTRY, NULL, &e) &&
-	       dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key) &&
-	       dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, "b", &v) &&
-	       dbus_message_iter_append_basic(&v, DBUS_TYPE_BOOLEAN, &yes) &&
-	       dbus_message_iter_close_container(&e, &v) &&
-	       dbus_message_iter_close_container(opts, &e);
+	if (!dbus_message_iter_open_container(d, DBUS_TYPE_DICT_ENTRY, NULL, &e) ||
+	    !dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key) ||
+	    !dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, sig, &var) ||
+	    !dbus_message_iter_append_basic(&var, type, v) ||
+	    !dbus_message_iter_close_container(&e, &var) ||
+	    !dbus_message_iter_close_container(d, &e))
+		return err_nomem();
+	return 0;
 }
 
 _public_ int mlskey_generate_key_flags(mlskey_client *c, const char *token_uri,
@@ -943,6 +956,7 @@ _public_ int mlskey_generate_key_flags(mlskey_client *c, const char *token_uri,
 {
 	_cleanup_msg_ DBusMessage *m = NULL, *reply = NULL;
 	DBusMessageIter it, opts;
+	dbus_bool_t yes = TRUE;
 	const char *uri;
 	char *s;
 	int r;
@@ -981,9 +995,14 @@ _public_ int mlskey_generate_key_flags(mlskey_client *c, const char *token_uri,
 	if ((r = append_string(&it, token_uri)) < 0 || (r = append_string(&it, purpose)) < 0 ||
 	    (r = append_string(&it, algorithm)) < 0 || (r = append_string(&it, label)) < 0)
 		return r;
-	if (!dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &opts) ||
-	    ((flags & MLSKEY_GENERATE_SINGLE_USE) && !append_single_use(&opts)) ||
-	    !dbus_message_iter_close_container(&it, &opts))
+	if (!dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &opts))
+		return err_nomem();
+	if ((flags & MLSKEY_GENERATE_SINGLE_USE) &&
+	    append_option(&opts, "single_use", DBUS_TYPE_BOOLEAN, "b", &yes) < 0) {
+		dbus_message_iter_abandon_container_if_open(&it, &opts);
+		return err_nomem();
+	}
+	if (!dbus_message_iter_close_container(&it, &opts))
 		return err_nomem();
 	r = call(c, m, &reply);
 	if (r < 0)
@@ -1194,8 +1213,7 @@ _public_ int mlskey_get_credential(mlskey_client *c, const char *key_uri, unsign
 				   mlskey_credential **ret)
 {
 	_cleanup_msg_ DBusMessage *m = NULL, *reply = NULL;
-	DBusMessageIter it, opts, e, v;
-	const char *key = "allow_expired";
+	DBusMessageIter it, opts;
 	dbus_bool_t yes = TRUE;
 	int r;
 
@@ -1219,12 +1237,7 @@ _public_ int mlskey_get_credential(mlskey_client *c, const char *key_uri, unsign
 	if (!dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &opts))
 		return err_nomem();
 	if ((flags & MLSKEY_CREDENTIAL_ALLOW_EXPIRED) &&
-	    !(dbus_message_iter_open_container(&opts, DBUS_TYPE_DICT_ENTRY, NULL, &e) &&
-	      dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key) &&
-	      dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, "b", &v) &&
-	      dbus_message_iter_append_basic(&v, DBUS_TYPE_BOOLEAN, &yes) &&
-	      dbus_message_iter_close_container(&e, &v) &&
-	      dbus_message_iter_close_container(&opts, &e))) {
+	    append_option(&opts, "allow_expired", DBUS_TYPE_BOOLEAN, "b", &yes) < 0) {
 		dbus_message_iter_abandon_container_if_open(&it, &opts);
 		return err_nomem();
 	}
@@ -1607,22 +1620,6 @@ _public_ void mlskey_key_package_clear(mlskey_key_package *kp)
 	memset(kp, 0, sizeof(*kp));
 }
 
-/* One a{sv} entry with a basic value. */
-static int kp_dict_basic(DBusMessageIter *d, const char *key, int type, const char *sig,
-			 const void *v)
-{
-	DBusMessageIter e, var;
-
-	if (!dbus_message_iter_open_container(d, DBUS_TYPE_DICT_ENTRY, NULL, &e) ||
-	    !dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key) ||
-	    !dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, sig, &var) ||
-	    !dbus_message_iter_append_basic(&var, type, v) ||
-	    !dbus_message_iter_close_container(&e, &var) ||
-	    !dbus_message_iter_close_container(d, &e))
-		return err_nomem();
-	return 0;
-}
-
 /* An a(qay) entry. */
 static int kp_dict_extensions(DBusMessageIter *d, const char *key, const mlskey_extension *x,
 			      size_t n)
@@ -1665,13 +1662,13 @@ static int kp_append_options(DBusMessageIter *it, const mlskey_key_package_optio
 	if (!dbus_message_iter_open_container(it, DBUS_TYPE_ARRAY, "{sv}", &d))
 		return err_nomem();
 	if (o && o->identity)
-		r = kp_dict_basic(&d, "identity", DBUS_TYPE_STRING, "s", &o->identity);
+		r = append_option(&d, "identity", DBUS_TYPE_STRING, "s", &o->identity);
 	if (r == 0 && o && o->not_before)
-		r = kp_dict_basic(&d, "not_before", DBUS_TYPE_UINT64, "t", &o->not_before);
+		r = append_option(&d, "not_before", DBUS_TYPE_UINT64, "t", &o->not_before);
 	if (r == 0 && o && o->not_after)
-		r = kp_dict_basic(&d, "not_after", DBUS_TYPE_UINT64, "t", &o->not_after);
+		r = append_option(&d, "not_after", DBUS_TYPE_UINT64, "t", &o->not_after);
 	if (r == 0 && o && o->lifetime_days)
-		r = kp_dict_basic(&d, "lifetime_days", DBUS_TYPE_UINT32, "u", &o->lifetime_days);
+		r = append_option(&d, "lifetime_days", DBUS_TYPE_UINT32, "u", &o->lifetime_days);
 	if (r == 0 && o && o->n_extensions)
 		r = kp_dict_extensions(&d, "extensions", o->extensions, o->n_extensions);
 	if (r == 0 && o && o->n_leaf_extensions)
@@ -1680,7 +1677,7 @@ static int kp_append_options(DBusMessageIter *it, const mlskey_key_package_optio
 	if (r == 0 && o && o->last_resort) {
 		dbus_bool_t t = TRUE;
 
-		r = kp_dict_basic(&d, "last_resort", DBUS_TYPE_BOOLEAN, "b", &t);
+		r = append_option(&d, "last_resort", DBUS_TYPE_BOOLEAN, "b", &t);
 	}
 	if (r < 0) {
 		dbus_message_iter_abandon_container(it, &d);

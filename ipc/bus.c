@@ -823,22 +823,30 @@ static void run_public_key(job *j)
 		reply_ay(j, &pub);
 }
 
+/* SignWithLabel's and DecryptWithLabel's first arguments: key, cipher suite, MLS label. */
+static int check_key_suite_label(mk_bus *b, job *j, DBusMessageIter *it, const mk_suite **s)
+{
+	int r;
+
+	dbus_message_iter_init(j->msg, it);
+	r = check_key_uri(j, get_s(it));
+	if (r < 0)
+		return r;
+	j->q1 = get_q(it);
+	j->label = get_s(it);
+	r = mk_check_suite(j->q1, s);
+	if (r < 0)
+		return r;
+	return mk_check_label(b->cfg, "the label", j->label);
+}
+
 static int check_sign(mk_bus *b, job *j)
 {
 	DBusMessageIter it;
 	const mk_suite *s;
 	int r;
 
-	dbus_message_iter_init(j->msg, &it);
-	r = check_key_uri(j, get_s(&it));
-	if (r < 0)
-		return r;
-	j->q1 = get_q(&it);
-	j->label = get_s(&it);
-	r = mk_check_suite(j->q1, &s);
-	if (r < 0)
-		return r;
-	r = mk_check_label(b->cfg, "the label", j->label);
+	r = check_key_suite_label(b, j, &it, &s);
 	if (r < 0)
 		return r;
 	return get_ay(b, &it, "the content", &j->ay[0]);
@@ -861,16 +869,7 @@ static int check_decrypt(mk_bus *b, job *j)
 	const mk_suite *s;
 	int r;
 
-	dbus_message_iter_init(j->msg, &it);
-	r = check_key_uri(j, get_s(&it));
-	if (r < 0)
-		return r;
-	j->q1 = get_q(&it);
-	j->label = get_s(&it);
-	r = mk_check_suite(j->q1, &s);
-	if (r < 0)
-		return r;
-	r = mk_check_label(b->cfg, "the label", j->label);
+	r = check_key_suite_label(b, j, &it, &s);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < 3; i++) {

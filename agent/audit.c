@@ -246,6 +246,11 @@ static char *finish_line(unsigned long long seq, const char *event, const char *
 		return NULL;
 	}
 	n += snprintf(line + n, cap - (size_t)n, MK_AUDIT_HASH_SEP "%s\"}\n", hash);
+	if ((size_t)n - 1 > MK_AUDIT_MAX_LINE) {
+		/* the format's bound on a line (without its "\n"), which verify enforces */
+		free(line);
+		return NULL;
+	}
 	*ret_len = (size_t)n;
 	return line;
 }

@@ -193,27 +193,62 @@ out:
 	return why;
 }
 
+/*
+ * The next line of f into buf (capacity cap) without its "\n": its length, or -1 at the end
+ * of the file. *ret_torn: it ended without "\n"; *ret_long: it goes on past cap (the rest
+ * is not read: the file is broken there anyway). A line is never read past cap, so a file
+ * of garbage cannot make the verifier take all memory.
+ */
+static ssize_t read_line(FILE *f, char *buf, size_t cap, bool *ret_torn, bool *ret_long)
+{
+	size_t n = 0;
+	int ch;
+
+	*ret_torn = *ret_long = false;
+	while ((ch = getc_unlocked(f)) != EOF && ch != '\n') {
+		if (n == cap) {
+			*ret_long = true;
+			return (ssize_t)n;
+		}
+		buf[n++] = (char)ch;
+	}
+	if (ch == EOF && n == 0)
+		return -1;
+	*ret_torn = ch == EOF;
+	return (ssize_t)n;
+}
+
 static int verify(const char *path)
 {
 	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
-	_cleanup_free_ char *line = NULL;
-	size_t cap = 0;
+	_cleanup_free_ char *line = malloc(MK_AUDIT_MAX_LINE);
 	ssize_t n;
 	chain c = { 0 };
 	char buf[256];
+	bool torn, too_long;
 
 	if (!f) {
 		fprintf(stderr, "mlskey audit verify: cannot read %s: %s\n", path, strerror(errno));
 		return AUDIT_USAGE;
 	}
-	while ((n = getline(&line, &cap, f)) > 0) {
+	if (!line) {
+		fprintf(stderr, "mlskey audit verify: out of memory\n");
+		if (f != stdin)
+			fclose(f);
+		return AUDIT_USAGE;
+	}
+	while ((n = read_line(f, line, MK_AUDIT_MAX_LINE, &torn, &too_long)) >= 0) {
 		const char *why;
-		bool torn = line[n - 1] != '\n';
 
 		c.line++;
-		if (!torn)
-			n--;
-		why = check_line(&c, line, (size_t)n, buf, sizeof(buf));
+		if (too_long) {
+			snprintf(c.where, sizeof(c.where), "line %llu", c.line);
+			snprintf(buf, sizeof(buf), "longer than a record can be (over %d bytes)",
+				 MK_AUDIT_MAX_LINE);
+			why = buf;
+		} else {
+			why = check_line(&c, line, (size_t)n, buf, sizeof(buf));
+		}
 		if (!why && torn)
 			why = "the last line does not end in a newline (a torn write)";
 		if (why) {

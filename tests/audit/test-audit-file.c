@@ -323,6 +323,21 @@ static void test_tamper(void)
 	expect_broken(write_lines("t-torn.jsonl", copy, n), "line 14", "not a JSON object",
 		      "a torn last line");
 
+	/* a line past the format's bound: named, and never read whole into memory */
+	{
+		const char *path = write_lines("t-long.jsonl", lines, 3);
+		FILE *f = fopen(path, "ae");
+
+		if (!f)
+			mkt_bail("cannot append to %s", path);
+		for (size_t i = 0; i < MK_AUDIT_MAX_LINE + 10; i++)
+			putc('x', f);
+		putc('\n', f);
+		fclose(f);
+		expect_broken(path, "line 4", "longer than a record can be",
+			      "a line longer than a record can be");
+	}
+
 	/* not a file */
 	mkt_ok(verify("/nonexistent/audit.jsonl") == 2, "a file that cannot be read: exit 2");
 	run_list(&res, mkt_build_path("clients/mlskey"), "audit", "check", "x", NULL);

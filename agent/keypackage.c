@@ -139,17 +139,27 @@ int mk_kp_leaf_tbs(const mk_kp_leaf *leaf, mk_bytes *ret)
 	return finish(&w, ret);
 }
 
-int mk_kp_tbs(const mk_key_package *kp, mk_bytes *ret)
+/* What the encoders need of a KeyPackage: a well-shaped leaf, its extensions in bounds. */
+static int check_kp_shape(const mk_key_package *kp)
 {
-	mk_writer w;
-	int r;
+	int r = check_leaf_shape(&kp->leaf);
 
-	r = check_leaf_shape(&kp->leaf);
 	if (r < 0)
 		return r;
 	if (kp->extensions.n > MK_KP_EXTENSIONS_MAX)
 		return mk_error(-EINVAL, "more than %d KeyPackage extensions",
 				MK_KP_EXTENSIONS_MAX);
+	return 0;
+}
+
+int mk_kp_tbs(const mk_key_package *kp, mk_bytes *ret)
+{
+	mk_writer w;
+	int r;
+
+	r = check_kp_shape(kp);
+	if (r < 0)
+		return r;
 	mk_writer_init(&w, MK_KP_MESSAGE_MAX);
 	put_kp_content(&w, kp);
 	return finish(&w, ret);
@@ -160,12 +170,9 @@ int mk_kp_encode(const mk_key_package *kp, mk_bytes *ret)
 	mk_writer w;
 	int r;
 
-	r = check_leaf_shape(&kp->leaf);
+	r = check_kp_shape(kp);
 	if (r < 0)
 		return r;
-	if (kp->extensions.n > MK_KP_EXTENSIONS_MAX)
-		return mk_error(-EINVAL, "more than %d KeyPackage extensions",
-				MK_KP_EXTENSIONS_MAX);
 	mk_writer_init(&w, MK_KP_MESSAGE_MAX);
 	put_kp_content(&w, kp);
 	mk_write_opaque(&w, kp->signature.p, kp->signature.n);

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "clients/cli.h"
+#include "pkcs11/p11.h"
 
 #define MAX_CERTS 10
 
@@ -159,57 +160,37 @@ static int cert_import(cli_global *g, const char *key, char **files, int n_files
 	return r;
 }
 
-static char *name_string(const X509_NAME *name)
+static void time_string(int64_t t, char *buf, size_t n)
 {
-	BIO *b = BIO_new(BIO_s_mem());
-	char *s = NULL, *data;
-	long n;
+	time_t tt = (time_t)t;
+	struct tm tm;
 
-	if (b && X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253) >= 0) {
-		/* not NUL-terminated: copied by length */
-		n = BIO_get_mem_data(b, &data);
-		s = malloc(n > 0 ? (size_t)n + 1 : 1);
-		if (s && n > 0)
-			memcpy(s, data, (size_t)n);
-		if (s)
-			s[n > 0 ? n : 0] = '\0';
-	}
-	BIO_free(b);
-	return s ? s : strdup("?");
-}
-
-static void time_string(const ASN1_TIME *t, char *buf, size_t n)
-{
-	struct tm tm = { 0 };
-
-	if (!t || ASN1_TIME_to_tm(t, &tm) != 1 || !strftime(buf, n, "%Y-%m-%d %H:%M:%S UTC", &tm))
+	if (!gmtime_r(&tt, &tm) || !strftime(buf, n, "%Y-%m-%d %H:%M:%S UTC", &tm))
 		snprintf(buf, n, "?");
 }
 
-static int show_one(const cli_global *g, X509 *x, size_t i, size_t n)
+/* One certificate of the chain, as pkcs11/x509.c describes it (the agent's own words). */
+static void show_one(const cli_global *g, const mk_x509_info *x, size_t i, size_t n)
 {
-	char *subject = name_string(X509_get_subject_name(x));
-	char *issuer = name_string(X509_get_issuer_name(x));
+	const char *subject = x->subject ? x->subject : "?";
+	const char *issuer = x->issuer ? x->issuer : "?";
 	char from[64], to[64];
 
-	time_string(X509_get0_notBefore(x), from, sizeof(from));
-	time_string(X509_get0_notAfter(x), to, sizeof(to));
+	time_string(x->not_before, from, sizeof(from));
+	time_string(x->not_after, to, sizeof(to));
 	if (g->json) {
 		printf("%s\n  {\"subject\": ", i ? "," : "");
-		cli_json_string(stdout, subject ? subject : "");
+		cli_json_string(stdout, subject);
 		printf(", \"issuer\": ");
-		cli_json_string(stdout, issuer ? issuer : "");
+		cli_json_string(stdout, issuer);
 		printf(", \"not_before\": \"%s\", \"not_after\": \"%s\"}", from, to);
 	} else {
 		printf("certificate %zu of %zu%s\n", i + 1, n, i == 0 ? " (the key's)" : "");
-		printf("    subject    %s\n", subject ? subject : "?");
-		printf("    issuer     %s\n", issuer ? issuer : "?");
+		printf("    subject    %s\n", subject);
+		printf("    issuer     %s\n", issuer);
 		printf("    not before %s\n", from);
 		printf("    not after  %s\n", to);
 	}
-	free(subject);
-	free(issuer);
-	return 0;
 }
 
 static int cert_show(cli_global *g, const char *key, bool pem, const char *out, bool allow)
@@ -235,17 +216,22 @@ static int cert_show(cli_global *g, const char *key, bool pem, const char *out, 
 		printf("{\"credential_type\": %u, \"certificates\": [", cr->credential_type);
 	for (size_t i = 0; r == 0 && i < cr->n_certificates; i++) {
 		const unsigned char *p = cr->certificates[i];
-		X509 *x = d2i_X509(NULL, &p, (long)cr->certificate_lens[i]);
+		X509 *x = pem ? d2i_X509(NULL, &p, (long)cr->certificate_lens[i]) : NULL;
+		mk_x509_info info = { 0 };
 
-		if (!x)
+		if (pem && !x)
 			r = cli_fail(g, -EPROTO,
 				     "the agent returned a certificate that does not parse");
 		else if (pem)
 			r = PEM_write_bio_X509(b, x) == 1
 				    ? 0
 				    : cli_usage_error(g, "cannot write %s", out ? out : "-");
+		else if (mk_x509_describe(cr->certificates[i], cr->certificate_lens[i], &info) < 0)
+			r = cli_fail(g, -EPROTO,
+				     "the agent returned a certificate that does not parse");
 		else
-			r = show_one(g, x, i, cr->n_certificates);
+			show_one(g, &info, i, cr->n_certificates);
+		mk_x509_info_clear(&info);
 		X509_free(x);
 	}
 	if (!pem && g->json && r == 0)

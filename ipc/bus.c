@@ -311,6 +311,31 @@ static bool dict_next(DBusMessageIter *dict, const char **ret_key, DBusMessageIt
 	return true;
 }
 
+/*
+ * Options of a method that knows one boolean option `name` (GenerateKey's single_use,
+ * GetCredential's allow_expired): *ret gets its value (false when absent). Any other option,
+ * or another type, is -EINVAL in words that name the method.
+ */
+static int get_bool_option(DBusMessageIter *opts, const char *method_name, const char *name,
+			   bool *ret)
+{
+	DBusMessageIter v;
+	const char *key;
+	dbus_bool_t b;
+
+	*ret = false;
+	while (dict_next(opts, &key, &v)) {
+		if (strcmp(key, name) != 0)
+			return mk_error(-EINVAL, "%s option \"%.64s\" is unknown; the one option is "
+					"%s (b)", method_name, key, name);
+		if (dbus_message_iter_get_arg_type(&v) != DBUS_TYPE_BOOLEAN)
+			return mk_error(-EINVAL, "%s option %s must be a boolean (b)", method_name, name);
+		dbus_message_iter_get_basic(&v, &b);
+		*ret = b;
+	}
+	return 0;
+}
+
 static void creds_parse(DBusMessage *reply, creds *c)
 {
 	DBusMessageIter it, arr;
@@ -734,6 +759,7 @@ static void run_list_keys(job *j)
 static int check_generate(mk_bus *b, job *j)
 {
 	DBusMessageIter it, opts;
+	bool single_use;
 	int r;
 
 	dbus_message_iter_init(j->msg, &it);
@@ -751,28 +777,14 @@ static int check_generate(mk_bus *b, job *j)
 	if (r < 0)
 		return r;
 	dbus_message_iter_recurse(&it, &opts);
-	for (;;) {
-		DBusMessageIter v;
-		const char *key;
-		dbus_bool_t yes;
-
-		if (!dict_next(&opts, &key, &v))
-			break;
-		if (strcmp(key, "single_use") != 0)
-			return mk_error(-EINVAL, "GenerateKey option \"%.64s\" is unknown (known: "
-					"single_use)", key);
-		if (dbus_message_iter_get_arg_type(&v) != DBUS_TYPE_BOOLEAN)
-			return mk_error(-EINVAL, "GenerateKey option single_use must be a boolean "
-					"(b)");
-		dbus_message_iter_get_basic(&v, &yes);
-		if (yes && mk_key_alg_is_signature(j->alg))
-			return mk_error(-EINVAL, "only hpke keys can be single-use (an init key for "
-					"one Welcome), not a %s key", mk_key_alg_name(j->alg));
-		if (yes)
-			j->flags |= MK_GENERATE_SINGLE_USE;
-		else
-			j->flags &= ~MK_GENERATE_SINGLE_USE;
-	}
+	r = get_bool_option(&opts, "GenerateKey", "single_use", &single_use);
+	if (r < 0)
+		return r;
+	if (single_use && mk_key_alg_is_signature(j->alg))
+		return mk_error(-EINVAL, "only hpke keys can be single-use (an init key for one "
+				"Welcome), not a %s key", mk_key_alg_name(j->alg));
+	if (single_use)
+		j->flags |= MK_GENERATE_SINGLE_USE;
 	return mk_uri_token_part(j->uri, &j->queue);
 }
 
@@ -1172,24 +1184,7 @@ static int check_get_credential(mk_bus *b, job *j)
 	if (r < 0)
 		return r;
 	dbus_message_iter_recurse(&it, &opts);
-	for (;;) {
-		DBusMessageIter v;
-		const char *key;
-		dbus_bool_t flag;
-
-		if (!dict_next(&opts, &key, &v))
-			break;
-		if (strcmp(key, "allow_expired") != 0)
-			return mk_error(-EINVAL, "GetCredential option \"%.64s\" is unknown; the one "
-						 "option is allow_expired (b)",
-					key);
-		if (dbus_message_iter_get_arg_type(&v) != DBUS_TYPE_BOOLEAN)
-			return mk_error(-EINVAL, "GetCredential option allow_expired must be a "
-						 "boolean (b)");
-		dbus_message_iter_get_basic(&v, &flag);
-		j->allow_expired = flag;
-	}
-	return 0;
+	return get_bool_option(&opts, "GetCredential", "allow_expired", &j->allow_expired);
 }
 
 static void run_get_credential(job *j)

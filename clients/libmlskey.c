@@ -950,13 +950,29 @@ static int append_option(DBusMessageIter *d, const char *key, int type, const ch
 	return 0;
 }
 
+/* The a{sv} of a method with one boolean option: {name: true} when set, else empty. */
+static int append_flag_options(DBusMessageIter *it, const char *name, bool set)
+{
+	DBusMessageIter opts;
+	dbus_bool_t yes = TRUE;
+
+	if (!dbus_message_iter_open_container(it, DBUS_TYPE_ARRAY, "{sv}", &opts))
+		return err_nomem();
+	if (set && append_option(&opts, name, DBUS_TYPE_BOOLEAN, "b", &yes) < 0) {
+		dbus_message_iter_abandon_container_if_open(it, &opts);
+		return err_nomem();
+	}
+	if (!dbus_message_iter_close_container(it, &opts))
+		return err_nomem();
+	return 0;
+}
+
 _public_ int mlskey_generate_key_flags(mlskey_client *c, const char *token_uri,
 				       const char *purpose, const char *algorithm,
 				       const char *label, unsigned flags, char **ret_uri)
 {
 	_cleanup_msg_ DBusMessage *m = NULL, *reply = NULL;
-	DBusMessageIter it, opts;
-	dbus_bool_t yes = TRUE;
+	DBusMessageIter it;
 	const char *uri;
 	char *s;
 	int r;
@@ -995,15 +1011,9 @@ _public_ int mlskey_generate_key_flags(mlskey_client *c, const char *token_uri,
 	if ((r = append_string(&it, token_uri)) < 0 || (r = append_string(&it, purpose)) < 0 ||
 	    (r = append_string(&it, algorithm)) < 0 || (r = append_string(&it, label)) < 0)
 		return r;
-	if (!dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &opts))
-		return err_nomem();
-	if ((flags & MLSKEY_GENERATE_SINGLE_USE) &&
-	    append_option(&opts, "single_use", DBUS_TYPE_BOOLEAN, "b", &yes) < 0) {
-		dbus_message_iter_abandon_container_if_open(&it, &opts);
-		return err_nomem();
-	}
-	if (!dbus_message_iter_close_container(&it, &opts))
-		return err_nomem();
+	r = append_flag_options(&it, "single_use", flags & MLSKEY_GENERATE_SINGLE_USE);
+	if (r < 0)
+		return r;
 	r = call(c, m, &reply);
 	if (r < 0)
 		return r;
@@ -1213,8 +1223,7 @@ _public_ int mlskey_get_credential(mlskey_client *c, const char *key_uri, unsign
 				   mlskey_credential **ret)
 {
 	_cleanup_msg_ DBusMessage *m = NULL, *reply = NULL;
-	DBusMessageIter it, opts;
-	dbus_bool_t yes = TRUE;
+	DBusMessageIter it;
 	int r;
 
 	err_clear();
@@ -1234,15 +1243,9 @@ _public_ int mlskey_get_credential(mlskey_client *c, const char *key_uri, unsign
 	r = append_string(&it, key_uri);
 	if (r < 0)
 		return r;
-	if (!dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &opts))
-		return err_nomem();
-	if ((flags & MLSKEY_CREDENTIAL_ALLOW_EXPIRED) &&
-	    append_option(&opts, "allow_expired", DBUS_TYPE_BOOLEAN, "b", &yes) < 0) {
-		dbus_message_iter_abandon_container_if_open(&it, &opts);
-		return err_nomem();
-	}
-	if (!dbus_message_iter_close_container(&it, &opts))
-		return err_nomem();
+	r = append_flag_options(&it, "allow_expired", flags & MLSKEY_CREDENTIAL_ALLOW_EXPIRED);
+	if (r < 0)
+		return r;
 	r = call(c, m, &reply);
 	if (r < 0)
 		return r;

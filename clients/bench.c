@@ -707,9 +707,7 @@ static void bench_cleanup(bench *b)
 }
 
 enum {
-	OPT_ADDRESS = 0x100,
-	OPT_JSON,
-	OPT_KEY,
+	OPT_KEY = OPT_FIRST_OWN,
 	OPT_TOKEN,
 	OPT_MODULE,
 	OPT_PIN,
@@ -722,9 +720,7 @@ enum {
 int cli_bench(cli_global *g, int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "address", required_argument, NULL, OPT_ADDRESS },
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ "help", no_argument, NULL, 'h' },
+		COMMON_LONG_OPTIONS,
 		{ "key", required_argument, NULL, OPT_KEY },
 		{ "token", required_argument, NULL, OPT_TOKEN },
 		{ "module", required_argument, NULL, OPT_MODULE },
@@ -745,15 +741,14 @@ int cli_bench(cli_global *g, int argc, char **argv)
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
-		switch (c) {
-		case 'h':
+		r = cli_common_option(g, c, argv);
+		if (r == CLI_OPT_HELP)
 			return cli_help(cli_bench_help);
-		case OPT_ADDRESS:
-			g->address = optarg;
-			break;
-		case OPT_JSON:
-			g->json = true;
-			break;
+		if (r == CLI_OPT_DONE)
+			continue;
+		if (r != CLI_OPT_OWN)
+			return r;
+		switch (c) {
 		case OPT_KEY:
 			if (n_keys == ELEMENTSOF(keys))
 				return cli_usage_error(g, "--key: at most two keys (an ecdsa-p256 "
@@ -786,12 +781,6 @@ int cli_bench(cli_global *g, int argc, char **argv)
 				return r ? r : cli_usage_error(g, "--clients: a whole number");
 			b.n_clients = (unsigned)v;
 			break;
-		case ':':
-			return cli_usage_error(g, "option %s needs a value (see mlskey bench --help)",
-					       argv[optind - 1]);
-		default:
-			return cli_usage_error(g, "unknown option %s (see mlskey bench --help)",
-					       argv[optind - 1]);
 		}
 	}
 	if (optind < argc)

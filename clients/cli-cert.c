@@ -61,9 +61,7 @@ const char cli_cert_help[] =
 	"    mlskey cert show \"$KEY\" --pem --out chain.pem\n";
 
 enum {
-	OPT_ADDRESS = 0x100,
-	OPT_JSON,
-	OPT_PEM,
+	OPT_PEM = OPT_FIRST_OWN,
 	OPT_ALLOW_EXPIRED,
 };
 
@@ -244,9 +242,7 @@ static int cert_show(cli_global *g, const char *key, bool pem, const char *out, 
 int cli_cert(cli_global *g, int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "address", required_argument, NULL, OPT_ADDRESS },
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ "help", no_argument, NULL, 'h' },
+		COMMON_LONG_OPTIONS,
 		{ "pem", no_argument, NULL, OPT_PEM },
 		{ "out", required_argument, NULL, 'o' },
 		{ "allow-expired", no_argument, NULL, OPT_ALLOW_EXPIRED },
@@ -259,15 +255,15 @@ int cli_cert(cli_global *g, int argc, char **argv)
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":ho:", lo, NULL)) != -1) {
-		switch (c) {
-		case OPT_ADDRESS:
-			g->address = optarg;
-			break;
-		case OPT_JSON:
-			g->json = true;
-			break;
-		case 'h':
+		int r = cli_common_option(g, c, argv);
+
+		if (r == CLI_OPT_HELP)
 			return cli_help(cli_cert_help);
+		if (r == CLI_OPT_DONE)
+			continue;
+		if (r != CLI_OPT_OWN)
+			return r;
+		switch (c) {
 		case OPT_PEM:
 			pem = true;
 			break;
@@ -277,12 +273,6 @@ int cli_cert(cli_global *g, int argc, char **argv)
 		case OPT_ALLOW_EXPIRED:
 			allow = true;
 			break;
-		case ':':
-			return cli_usage_error(g, "option %s needs a value (see mlskey cert --help)",
-					       argv[optind - 1]);
-		default:
-			return cli_usage_error(g, "unknown option %s (see mlskey cert --help)",
-					       argv[optind - 1]);
 		}
 	}
 	if (optind >= argc)

@@ -58,7 +58,7 @@ const char cli_keypackage_help[] =
 	"    mlskey keypackage \"$KEY\" --suite 1 --identity alice --count 20 -o batch.kp\n"
 	"    mlskey keypackage \"$KEY\" --suite 1 --identity alice --last-resort -o last.kp\n";
 
-enum { OPT_ADDRESS = 0x100, OPT_JSON, OPT_LAST_RESORT, OPT_LIFETIME };
+enum { OPT_LAST_RESORT = OPT_FIRST_OWN, OPT_LIFETIME };
 
 static int parse_uint(const cli_global *g, const char *option, const char *arg, unsigned long min,
 		      unsigned long max, unsigned long *ret)
@@ -85,9 +85,7 @@ static void free_all(mlskey_key_package *kps, size_t n)
 int cli_keypackage(cli_global *g, int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "address", required_argument, NULL, OPT_ADDRESS },
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ "help", no_argument, NULL, 'h' },
+		COMMON_LONG_OPTIONS,
 		{ "suite", required_argument, NULL, 's' },
 		{ "identity", required_argument, NULL, 'I' },
 		{ "count", required_argument, NULL, 'n' },
@@ -110,15 +108,14 @@ int cli_keypackage(cli_global *g, int argc, char **argv)
 	optind = 0;
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":hs:I:n:o:", lo, NULL)) != -1) {
-		switch (ch) {
-		case OPT_ADDRESS:
-			g->address = optarg;
-			break;
-		case OPT_JSON:
-			g->json = true;
-			break;
-		case 'h':
+		r = cli_common_option(g, ch, argv);
+		if (r == CLI_OPT_HELP)
 			return cli_help(cli_keypackage_help);
+		if (r == CLI_OPT_DONE)
+			continue;
+		if (r != CLI_OPT_OWN)
+			return r;
+		switch (ch) {
 		case 's':
 			suite_arg = optarg;
 			break;
@@ -140,12 +137,6 @@ int cli_keypackage(cli_global *g, int argc, char **argv)
 		case 'o':
 			out = optarg;
 			break;
-		case ':':
-			return cli_usage_error(g, "option %s needs a value (see mlskey %s --help)",
-					       argv[optind - 1], g->cmd);
-		default:
-			return cli_usage_error(g, "unknown option %s (see mlskey %s --help)",
-					       argv[optind - 1], g->cmd);
 		}
 	}
 	if (argc - optind != 1)

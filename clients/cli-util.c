@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
+#include <getopt.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -51,6 +52,28 @@ int cli_fail(const cli_global *g, int r, const char *what)
 	else
 		fprintf(stderr, "mlskey %s: %s: %s\n", g->cmd, what, msg);
 	return cli_exit_code(r);
+}
+
+int cli_common_option(cli_global *g, int c, char **argv)
+{
+	switch (c) {
+	case OPT_ADDRESS:
+		g->address = optarg;
+		return CLI_OPT_DONE;
+	case OPT_JSON:
+		g->json = true;
+		return CLI_OPT_DONE;
+	case 'h':
+		return CLI_OPT_HELP;
+	case ':':
+		return cli_usage_error(g, "option %s needs a value (see mlskey %s --help)",
+				       argv[optind - 1], g->cmd);
+	case '?':
+		return cli_usage_error(g, "unknown option %s (see mlskey %s --help)",
+				       argv[optind - 1], g->cmd);
+	default:
+		return CLI_OPT_OWN;
+	}
 }
 
 int cli_usage_error(const cli_global *g, const char *fmt, ...)

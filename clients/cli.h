@@ -64,6 +64,23 @@ void cli_json_string(FILE *f, const char *s);
 /* Prints a help text to stdout and returns EXIT_OK. */
 int cli_help(const char *text);
 
+/* The long options every subcommand takes; its own option ids start at OPT_FIRST_OWN. */
+enum { OPT_ADDRESS = 0x100, OPT_JSON, OPT_FIRST_OWN = 0x110 };
+#define COMMON_LONG_OPTIONS                                                                        \
+	{ "address", required_argument, NULL, OPT_ADDRESS },                                       \
+		{ "json", no_argument, NULL, OPT_JSON }, { "help", no_argument, NULL, 'h' }
+
+/* What cli_common_option made of an option. */
+enum { CLI_OPT_OWN = -1, CLI_OPT_DONE = -2, CLI_OPT_HELP = -3 };
+
+/*
+ * The options every subcommand shares, for the option c its getopt_long loop got:
+ * --address and --json go into g (CLI_OPT_DONE), -h/--help is CLI_OPT_HELP, a missing
+ * value (':') or an unknown option ('?') is EXIT_USAGE after printing why (pointing to
+ * `mlskey CMD --help`); anything else is CLI_OPT_OWN, for the subcommand's own switch.
+ */
+int cli_common_option(cli_global *g, int c, char **argv);
+
 /* `mlskey audit verify FILE` (clients/audit-verify.c): exit 0 intact, 1 broken, 2 usage/IO. */
 int cli_audit(cli_global *g, int argc, char **argv);
 extern const char cli_audit_help[];

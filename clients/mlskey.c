@@ -307,9 +307,7 @@ static const char lock_help[] =
 /* --- option parsing ---------------------------------------------------------------------- */
 
 enum {
-	OPT_ADDRESS = 0x100,
-	OPT_JSON,
-	OPT_VERSION,
+	OPT_VERSION = OPT_FIRST_OWN,
 	OPT_HPKE,
 	OPT_KDF,
 	OPT_AEAD,
@@ -319,10 +317,6 @@ enum {
 	OPT_TOKEN,
 	OPT_SINGLE_USE,
 };
-
-#define COMMON_LONG_OPTIONS                                                                        \
-	{ "address", required_argument, NULL, OPT_ADDRESS },                                       \
-		{ "json", no_argument, NULL, OPT_JSON }, { "help", no_argument, NULL, 'h' }
 
 /* The options of one subcommand, as parsed. */
 typedef struct cmd_opts {
@@ -343,16 +337,16 @@ static int parse_opts(cli_global *g, int argc, char **argv, const char *shortopt
 	optind = 0; /* glibc: start afresh on this argv */
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
-		switch (c) {
-		case OPT_ADDRESS:
-			g->address = optarg;
-			break;
-		case OPT_JSON:
-			g->json = true;
-			break;
-		case 'h':
+		int r = cli_common_option(g, c, argv);
+
+		if (r == CLI_OPT_HELP)
 			o->help = true;
-			break;
+		if (r != CLI_OPT_OWN) {
+			if (r >= 0)
+				return r;
+			continue;
+		}
+		switch (c) {
 		case 'a':
 			o->algorithm = optarg;
 			break;
@@ -408,12 +402,6 @@ static int parse_opts(cli_global *g, int argc, char **argv, const char *shortopt
 		case OPT_TOKEN:
 			o->token = optarg;
 			break;
-		case ':':
-			return cli_usage_error(g, "option %s needs a value (see mlskey %s --help)",
-					       argv[optind - 1], g->cmd);
-		default:
-			return cli_usage_error(g, "unknown option %s (see mlskey %s --help)",
-					       argv[optind - 1], g->cmd);
 		}
 	}
 	return 0;
